@@ -1,0 +1,112 @@
+"""`lakerag` command line: one subcommand per workflow task, shared engine/table flags.
+
+The scripts in jobs/ call `main` with their subcommand, so `spark-submit jobs/<task>.py`, a
+Databricks `spark_python_task` and the `lakerag` console script (`python_wheel_task`) all run
+the same code.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from lakerag import __version__
+
+log = logging.getLogger("lakerag")
+DEFAULT_CONF = Path("conf/pipeline.yml")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Flags every task takes: which engine, which catalog/schema, where local data lives."""
+    from lakerag.engine import ENGINES, default_engine
+
+    where = parser.add_argument_group("where the pipeline runs (databricks.yml passes these)")
+    where.add_argument("--engine", choices=ENGINES, default=default_engine(),
+                       help="sail: embedded local engine (default off Databricks); databricks: the "
+                            "runtime's session with Unity Catalog; spark: classic Spark + delta-spark "
+                            "(needs Maven). Env: LAKERAG_ENGINE")
+    where.add_argument("--catalog", default=os.environ.get("LAKERAG_CATALOG", "lakerag"),
+                       help="catalog of the tables (default %(default)s; env LAKERAG_CATALOG)")
+    where.add_argument("--schema", default=os.environ.get("LAKERAG_SCHEMA", "dev"),
+                       help="schema of the tables (default %(default)s; env LAKERAG_SCHEMA)")
+    where.add_argument("--lake-root", type=Path, default=Path(os.environ.get("LAKERAG_LAKE_ROOT", "lakehouse")),
+                       help="local folder for Delta tables, ignored on databricks "
+                            "(default %(default)s; env LAKERAG_LAKE_ROOT)")
+    where.add_argument("--conf", type=Path, default=DEFAULT_CONF if DEFAULT_CONF.is_file() else None,
+                       help="pipeline settings YAML (default conf/pipeline.yml when present, "
+                            "else built-in defaults)")
+
+
+def _run_with_tables(args: argparse.Namespace, task: Callable[..., int]) -> int:
+    """Start the engine, make sure the tables exist, run `task(spark, lakehouse, settings, args)`."""
+    from lakerag.engine import Lakehouse, spark_session
+    from lakerag.settings import load_settings
+    from lakerag.tables import ensure_tables
+
+    settings = load_settings(args.conf)
+    lakehouse = Lakehouse(args.catalog, args.schema, None if args.engine == "databricks" else args.lake_root)
+    started = time.perf_counter()
+    log.info("starting %s engine for %s.%s", args.engine, lakehouse.catalog, lakehouse.schema)
+    with spark_session(args.engine, lakehouse) as spark:
+        log.info("engine ready in %.2f s", time.perf_counter() - started)
+        ensure_tables(spark, lakehouse)
+        return task(spark, lakehouse, settings, args)
+
+
+def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.bronze import ingest_bronze
+    from lakerag.report import print_bronze_summary
+
+    log.info("ingesting %s", args.landing)
+    started = time.perf_counter()
+    report = ingest_bronze(spark, lakehouse, args.landing, settings.bronze)
+    log.info("ingested %d files in %.1f s", report.files_seen, time.perf_counter() - started)
+    print_bronze_summary(spark, lakehouse, report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lakerag` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="lakerag",
+        description="Lakehouse RAG pipeline: PDFs -> bronze/silver/gold Delta tables -> RAG chain.",
+    )
+    parser.add_argument("--version", action="version", version=f"lakerag {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and the summary")
+    tasks = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = tasks.add_parser(
+        "ingest-bronze",
+        help="read the landing folder into bronze_documents / bronze_quarantine",
+        description="Read every file under --landing (recursively; hidden files skipped) with the "
+                    "binaryFile source. Readable PDFs are merged into bronze_documents keyed by "
+                    "(path, sha256 of the bytes); anything else goes to bronze_quarantine with a "
+                    "reason. Re-running over unchanged files writes nothing; changed files supersede "
+                    "their old version; removed files become 'deleted' tombstones.",
+    )
+    ingest.add_argument("--landing", default=os.environ.get("LAKERAG_LANDING", "data/corpus"),
+                        help="folder or UC volume path with the PDFs (default %(default)s; env LAKERAG_LANDING)")
+    _add_common(ingest)
+    ingest.set_defaults(task=_ingest_bronze)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv[1:]) and run the chosen task; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Sail logs every session start at INFO through Rust's logger; keep it to real problems.
+    os.environ.setdefault("RUST_LOG", "error")
+    return _run_with_tables(args, args.task)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

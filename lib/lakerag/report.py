@@ -1,0 +1,37 @@
+"""Human-readable summaries of what the pipeline holds, printed by the CLI and the demo."""
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import SparkSession
+
+from lakerag.bronze import IngestReport
+from lakerag.engine import Lakehouse
+from lakerag.tables import ACTIVE, BRONZE_DOCUMENTS, BRONZE_QUARANTINE
+
+
+def print_bronze_summary(spark: SparkSession, lakehouse: Lakehouse, report: IngestReport) -> None:
+    """Print this run's changes, then the active documents and quarantined files."""
+    print(f"\nfiles seen: {report.files_seen}")
+    if report.changed:
+        for (table, kind), n in sorted(report.changes.items()):
+            print(f"  {table:<18} {kind:<12} {n:>5}")
+    else:
+        print("  no changes: bronze tables left as they were")
+    documents = spark.table(lakehouse.table(BRONZE_DOCUMENTS.name))
+    quarantine = spark.table(lakehouse.table(BRONZE_QUARANTINE.name))
+    print(f"\n{lakehouse.table(BRONZE_DOCUMENTS.name)} (active):")
+    (documents.filter(F.col("status") == ACTIVE)
+     .select("file_name", "size_bytes", F.substring("doc_id", 1, 12).alias("doc_id"))
+     .orderBy("file_name").show(200, truncate=False))
+    print(f"{lakehouse.table(BRONZE_QUARANTINE.name)} (active):")
+    (quarantine.filter(F.col("status") == ACTIVE)
+     .select("file_name", "reason", "message")
+     .orderBy("file_name").show(200, truncate=70))
+    counts = {
+        name: {r["status"]: r["n"] for r in spark.table(lakehouse.table(name)).groupBy("status")
+               .agg(F.count("*").alias("n")).collect()}
+        for name in (BRONZE_DOCUMENTS.name, BRONZE_QUARANTINE.name)
+    }
+    for name, by_status in counts.items():
+        print(f"{name}: " + ", ".join(f"{s}={n}" for s, n in sorted(by_status.items())) if by_status
+              else f"{name}: empty")

