@@ -7,8 +7,10 @@ A re-run over unchanged files writes nothing, so table versions stay put.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
@@ -85,8 +87,37 @@ def normalise_path(path: Column) -> Column:
     return F.when(has_scheme_or_root, bare).otherwise(F.concat(F.lit("/"), bare))
 
 
+LISTING_SCHEMA = "source_path string, file_name string, size_bytes bigint, modification_time timestamp"
+
+
+def walk_folder(root: Path) -> list[tuple[str, str, int, datetime]]:
+    """Files under `root` (recursively, skipping names Spark treats as hidden: `.x`, `_x`)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(files):
+            if name.startswith((".", "_")):
+                continue
+            path = Path(folder, name)
+            stat = path.stat()
+            mtime = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+            found.append((str(path.absolute()), name, stat.st_size, mtime))
+    return found
+
+
 def list_landing(spark: SparkSession, landing: str) -> DataFrame:
-    """Landing files (recursively, hidden files skipped) -> source_path, file_name, size, mtime."""
+    """Landing files -> source_path, file_name, size_bytes, modification_time (one row per file).
+
+    A folder this process can see (local disk, a UC volume under /Volumes) is listed with
+    os.walk: Sail 0.7.2's binaryFile source skips empty files, lists files above its split size
+    twice and reads every file's bytes even when only metadata is selected. Object-store URIs
+    (s3://, abfss://, dbfs:/) are listed by the engine's binaryFile source.
+    """
+    local = Path(landing[len("file:"):] if landing.startswith("file:") else landing)
+    if "://" not in landing and not landing.startswith("dbfs:"):
+        if not local.is_dir():
+            raise FileNotFoundError(f"landing folder {landing} does not exist: check --landing")
+        return spark.createDataFrame(walk_folder(local), LISTING_SCHEMA)
     listed = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(landing)
     return (
         listed.select(
@@ -94,7 +125,6 @@ def list_landing(spark: SparkSession, landing: str) -> DataFrame:
             F.col("length").alias("size_bytes"),
             F.col("modificationTime").alias("modification_time"),
         )
-        # Sail 0.7.2 lists files above its split size twice: keep one row per path.
         .dropDuplicates(["source_path"])
         .withColumn("file_name", F.element_at(F.split("source_path", "/"), -1))
         .select("source_path", "file_name", "size_bytes", "modification_time")

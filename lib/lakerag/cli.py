@@ -39,6 +39,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--conf", type=Path, default=DEFAULT_CONF if DEFAULT_CONF.is_file() else None,
                        help="pipeline settings YAML (default conf/pipeline.yml when present, "
                             "else built-in defaults)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings; still print the summary")
 
 
 def _run_with_tables(args: argparse.Namespace, task: Callable[..., int]) -> int:
@@ -76,7 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Lakehouse RAG pipeline: PDFs -> bronze/silver/gold Delta tables -> RAG chain.",
     )
     parser.add_argument("--version", action="version", version=f"lakerag {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and the summary")
     tasks = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = tasks.add_parser(

@@ -85,6 +85,9 @@ def _sail_session(lakehouse: Lakehouse) -> Iterator[SparkSession]:
         f'[{{type="memory", name="{lakehouse.catalog}", initial_database=["{lakehouse.schema}"]}}]'
     )
     os.environ["SAIL_CATALOG__DEFAULT_CATALOG"] = lakehouse.catalog
+    # spark-submit exports MASTER=local[*] for the JVM it started; our engine is Sail, and the
+    # Spark Connect client refuses a remote URL while MASTER is set.
+    os.environ.pop("MASTER", None)
     from pysail.spark import SparkConnectServer
 
     server = SparkConnectServer(ip="127.0.0.1", port=0)

@@ -1,0 +1,66 @@
+"""Shared fixtures: one embedded Sail engine per test session, a fresh schema per test."""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakerag.engine import Lakehouse, spark_session
+from lakerag.tables import ensure_tables
+
+os.environ.setdefault("RUST_LOG", "error")
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+TEST_CATALOG = "lakerag_test"
+_schema_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lake")
+
+
+@pytest.fixture(scope="session")
+def spark(lake_root: Path) -> Iterator[SparkSession]:
+    """The one engine the whole test session shares."""
+    with spark_session("sail", Lakehouse(TEST_CATALOG, "default", lake_root)) as session:
+        yield session
+
+
+@pytest.fixture
+def lakehouse(spark: SparkSession, lake_root: Path) -> Lakehouse:
+    """A schema of its own for each test, with all tables created."""
+    lakehouse = Lakehouse(TEST_CATALOG, f"t{next(_schema_ids)}", lake_root)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {lakehouse.catalog}.{lakehouse.schema}")
+    ensure_tables(spark, lakehouse)
+    return lakehouse
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    """An empty landing folder."""
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+def corpus_pdf(name: str) -> Path:
+    """Path of a PDF in the bundled corpus, by file name."""
+    matches = sorted(CORPUS.rglob(name))
+    assert matches, f"{name} not in {CORPUS}"
+    return matches[0]
+
+
+def put(landing: Path, name: str, source: str | bytes) -> Path:
+    """Place a corpus PDF (by name) or raw bytes into the landing folder as `name`."""
+    target = landing / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, bytes):
+        target.write_bytes(source)
+    else:
+        shutil.copyfile(corpus_pdf(source), target)
+    return target

@@ -1,0 +1,40 @@
+"""Settings files: the shipped one loads, mistakes get errors that name the key."""
+from pathlib import Path
+
+import pytest
+
+from lakerag.settings import BronzeSettings, Settings, SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_conf_loads_and_matches_defaults():
+    assert load_settings(REPO / "conf" / "pipeline.yml") == Settings()
+
+
+def test_override(tmp_path):
+    conf = tmp_path / "p.yml"
+    conf.write_text("bronze:\n  max_file_bytes: 42\n")
+    assert load_settings(conf) == Settings(bronze=BronzeSettings(max_file_bytes=42))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("bronze:\n  max_bytes: 1\n", "bronze: unknown key(s) ['max_bytes']"),
+        ("silverr: {}\n", "unknown key(s) ['silverr']"),
+        ("bronze:\n  max_file_bytes: lots\n", "bronze.max_file_bytes: expected int"),
+        ("bronze:\n  max_file_bytes: true\n", "bronze.max_file_bytes: expected int"),
+        ("bronze: 3\n", "bronze: expected a mapping"),
+    ],
+)
+def test_mistakes_name_the_key(tmp_path, text, fragment):
+    conf = tmp_path / "p.yml"
+    conf.write_text(text)
+    with pytest.raises(SettingsError, match=__import__("re").escape(fragment)):
+        load_settings(conf)
+
+
+def test_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(SettingsError, match="pass --conf"):
+        load_settings(tmp_path / "nope.yml")
