@@ -15,9 +15,9 @@ from lakerag.bronze import ingest_bronze
 from lakerag.engine import Lakehouse, spark_session
 from lakerag.settings import BronzeSettings
 from lakerag.tables import (
-    ALL_TABLES,
     BRONZE_DOCUMENTS,
     BRONZE_QUARANTINE,
+    BRONZE_TABLES,
     TableSchemaMismatch,
     ensure_tables,
 )
@@ -95,7 +95,7 @@ def test_every_file_seen_is_active_in_exactly_one_table(spark, lakehouse, landin
     listed = sorted(str(p) for p in landing.rglob("*") if p.is_file())
     active = [
         r.source_path
-        for spec in ALL_TABLES
+        for spec in BRONZE_TABLES
         for r in rows(spark, lakehouse, spec, "active").select("source_path").collect()
     ]
     assert report.files_seen == len(listed) == 5
@@ -106,13 +106,13 @@ def test_rerun_over_same_files_changes_nothing(spark, lakehouse, landing):
     put(landing, "a.pdf", "minimal-document.pdf")
     put(landing, "bad.pdf", b"nope")
     ingest(spark, lakehouse, landing, run=0)
-    before = {spec.name: rows(spark, lakehouse, spec).toPandas() for spec in ALL_TABLES}
-    versions = {spec.name: delta_version(lakehouse, spec) for spec in ALL_TABLES}
+    before = {spec.name: rows(spark, lakehouse, spec).toPandas() for spec in BRONZE_TABLES}
+    versions = {spec.name: delta_version(lakehouse, spec) for spec in BRONZE_TABLES}
 
     report = ingest(spark, lakehouse, landing, run=1)
 
     assert not report.changed
-    for spec in ALL_TABLES:
+    for spec in BRONZE_TABLES:
         assert delta_version(lakehouse, spec) == versions[spec.name]
         after = rows(spark, lakehouse, spec)
         assert_df_equality(after, spark.createDataFrame(before[spec.name], after.schema), ignore_row_order=True)

@@ -27,7 +27,7 @@ from lakerag.tables import (
     DELETED,
     SUPERSEDED,
     TableSpec,
-    merge_changes,
+    merge_into,
 )
 
 PDF_MAGIC = b"%PDF-"
@@ -264,5 +264,6 @@ def ingest_bronze(
         for kind, n in counts.items():
             report.changes[(spec.name, kind)] = n
         if counts:
-            merge_changes(spark, table, changes, spec)
+            merge_into(spark, table, changes, spec.key,
+                       matched="UPDATE SET t.status = s.status, t.status_changed_at = s.status_changed_at")
     return report

@@ -19,6 +19,9 @@ class SettingsError(ValueError):
     """A settings file names a key we do not know or gives a value of the wrong type."""
 
 
+CHUNK_STRATEGIES = ("section", "paragraph", "fixed")
+
+
 @dataclass(frozen=True)
 class BronzeSettings:
     """How landing files are admitted into bronze."""
@@ -28,10 +31,47 @@ class BronzeSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """Which models the pipeline uses: a packaged model's name or a local folder path."""
+
+    # The embedding model also decides chunk sizes: its tokenizer counts tokens and its
+    # window (max_seq_length) caps a chunk.
+    embedding: str = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class SilverSettings:
+    """How bronze PDFs become sections and chunks."""
+
+    # Parallel parsing processes: 0 = one per core on the embedded engine, 1 on Spark
+    # executors (each executor already runs its own Python workers).
+    parse_workers: int = 0
+    # Chunking strategies to build, any of: section, paragraph, fixed.
+    strategies: tuple = ("section", "paragraph", "fixed")
+    # Chunk cap in tokens; 0 = the embedding model's window minus its two special tokens.
+    max_tokens: int = 0
+    fixed_tokens: int = 200
+    fixed_overlap: int = 40
+    # Paragraphs shorter than this are merged with the next one (captions, stray lines).
+    paragraph_min_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))
+        if unknown or not self.strategies:
+            raise SettingsError(
+                f"silver.strategies: {list(self.strategies)} must be a non-empty list of {list(CHUNK_STRATEGIES)}"
+            )
+        if not 0 <= self.fixed_overlap < self.fixed_tokens:
+            raise SettingsError("silver.fixed_overlap must be at least 0 and less than silver.fixed_tokens")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings."""
 
     bronze: BronzeSettings = field(default_factory=BronzeSettings)
+    silver: SilverSettings = field(default_factory=SilverSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
@@ -50,6 +90,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         path = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, path)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            values[name] = tuple(value)  # YAML has lists; settings stay hashable
         elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
             raise SettingsError(
                 f"{path}: expected {type(default).__name__}, got {value!r} ({type(value).__name__})"

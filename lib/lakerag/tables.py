@@ -12,9 +12,12 @@ from typing import Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
+    ArrayType,
     BinaryType,
     DataType,
+    IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -43,10 +46,14 @@ class TableSpec:
     comment: str
 
     def column_ddl(self) -> str:
-        """Column list for CREATE TABLE, with NOT NULL and comments."""
+        """Column list for CREATE TABLE, with comments.
+
+        No NOT NULL constraints: Sail 0.7.2 rejects a write into a NOT NULL column whenever the
+        source column is *declared* nullable, even if no value is null (a filtered MERGE source
+        is enough), so the declared nullability stays documentation, checked by the tests.
+        """
         return ", ".join(
-            f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
-            f" COMMENT {_sql_string(f.metadata['comment'])}"
+            f"`{f.name}` {f.dataType.simpleString()} COMMENT {_sql_string(f.metadata['comment'])}"
             for f in self.schema.fields
         )
 
@@ -96,7 +103,110 @@ BRONZE_QUARANTINE = TableSpec(
     comment="Landing files that are not readable PDFs, with the reason",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (BRONZE_DOCUMENTS, BRONZE_QUARANTINE)
+BRONZE_TABLES: tuple[TableSpec, ...] = (BRONZE_DOCUMENTS, BRONZE_QUARANTINE)
+
+_DOC_KEY = [
+    _field("doc_id", StringType(), False, "bronze doc_id: sha256 of the PDF bytes"),
+    _field("parser_version", StringType(), False, "parser that produced the row"),
+]
+_DOC_SOURCE = [
+    _field("source_path", StringType(), False, "a bronze path with these bytes"),
+    _field("file_name", StringType(), False, "file name of source_path"),
+]
+
+SILVER_DOCUMENTS = TableSpec(
+    name="silver_documents",
+    schema=StructType(
+        _DOC_KEY + _DOC_SOURCE + [
+            _field("title", StringType(), False, "document title: PDF metadata, else the file name"),
+            _field("language", StringType(), True, "ISO 639-1 code detected from the text (py3langid)"),
+            _field("page_count", IntegerType(), False, "pages in the PDF"),
+            _field("pages_with_text", IntegerType(), False, "pages with extractable text"),
+            _field("outline_entries", IntegerType(), False, "bookmarks used for sections (0: headings from fonts)"),
+            _field("parsed_at", TimestampType(), False, "run time of the parse (UTC)"),
+        ]
+    ),
+    key=("doc_id", "parser_version"),
+    comment="Parsed documents: one row per bronze document that parsed",
+)
+
+SECTION_FIELDS = [
+    _field("section_id", StringType(), False, "hash of doc id, parser version, position, heading path, text"),
+    _field("doc_id", StringType(), False, "bronze doc_id"),
+    _field("ordinal", IntegerType(), False, "position of the section in the document, from 0"),
+    _field("parent_section_id", StringType(), True, "enclosing section (null at the top level)"),
+    _field("heading_path", ArrayType(StringType(), False), False, "titles from the top level down to this section"),
+    _field("level", IntegerType(), False, "depth: 1 = top-level heading, 0 = text before the first heading"),
+    _field("title", StringType(), False, "the section's heading"),
+    _field("origin", StringType(), False, "outline (PDF bookmarks) | headings (font heuristics) | front_matter"),
+    _field("page_start", IntegerType(), False, "first page, 1-based"),
+    _field("page_end", IntegerType(), False, "last page, 1-based"),
+    _field("text", StringType(), False, "body text; paragraphs separated by a blank line; heading excluded"),
+    _field("paragraph_pages", ArrayType(IntegerType(), False), False, "page of each paragraph of text"),
+    _field("parser_version", StringType(), False, "parser that produced the row"),
+]
+SILVER_SECTIONS = TableSpec(
+    name="silver_sections",
+    schema=StructType(SECTION_FIELDS),
+    key=("section_id",),
+    comment="Sections of parsed documents with heading path and page range",
+)
+
+CHUNK_FIELDS = [
+        _field("chunk_id", StringType(), False, "hash of section id, strategy fingerprint, index, text"),
+        _field("doc_id", StringType(), False, "bronze doc_id"),
+        _field("section_id", StringType(), False, "parent section"),
+        _field("strategy", StringType(), False, "section | paragraph | fixed"),
+        _field("chunker_fingerprint", StringType(), False, "hash of the strategy's settings and chunker version"),
+        _field("chunk_index", IntegerType(), False, "position within the section for this strategy"),
+        _field("text", StringType(), False, "chunk text"),
+        _field("token_count", IntegerType(), False, "tokens by the embedding model's tokenizer"),
+        _field("page_start", IntegerType(), False, "first page, 1-based"),
+        _field("page_end", IntegerType(), False, "last page, 1-based"),
+        _field("heading_path", ArrayType(StringType(), False), False, "heading path of the parent section"),
+        _field("tags", MapType(StringType(), StringType(), True), False,
+               "metadata for filters: doc_title, file_name, language"),
+]
+SILVER_CHUNKS = TableSpec(
+    name="silver_chunks",
+    schema=StructType(CHUNK_FIELDS),
+    key=("chunk_id",),
+    comment="Chunks for embedding, one set per chunking strategy",
+)
+
+SILVER_PARSE_FAILURES = TableSpec(
+    name="silver_parse_failures",
+    schema=StructType(
+        _DOC_KEY + _DOC_SOURCE + [
+            _field("reason", StringType(), False, "encrypted | malformed | no_text | no_pages | parser_error"),
+            _field("message", StringType(), False, "what went wrong and what to do"),
+            _field("failed_at", TimestampType(), False, "run time of the attempt (UTC)"),
+        ]
+    ),
+    key=("doc_id", "parser_version"),
+    comment="Bronze documents that could not be parsed, with the reason",
+)
+
+# The parse step's output, written once per run so that parsing runs once even though three
+# tables are filled from it.
+SILVER_PARSE_STAGING = TableSpec(
+    name="silver_parse_staging",
+    schema=StructType(
+        [StructField(f.name, f.dataType, True, f.metadata) for f in SILVER_DOCUMENTS.schema.fields] + [
+            _field("reason", StringType(), True, "failure reason, null when parsed"),
+            _field("message", StringType(), True, "failure message"),
+            _field("sections", ArrayType(StructType(SECTION_FIELDS), False), False, "the document's sections"),
+            _field("chunks", ArrayType(StructType(CHUNK_FIELDS), False), False, "their chunks, every strategy"),
+        ]
+    ),
+    key=("doc_id", "parser_version"),
+    comment="Scratch: the latest parse batch (internal)",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
+    SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING,
+)
 
 
 class TableSchemaMismatch(RuntimeError):
@@ -135,14 +245,17 @@ def _check_schema(spark: SparkSession, name: str, spec: TableSpec) -> None:
         )
 
 
-def merge_changes(spark: SparkSession, table: str, changes: DataFrame, spec: TableSpec) -> None:
-    """MERGE planned rows into `table`: matched keys get the new status, unmatched rows are inserted."""
-    view = f"lakerag_changes_{spec.name}"
-    changes.createOrReplaceTempView(view)
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
-    spark.sql(
-        f"MERGE INTO {table} t USING {view} s ON {on} "
-        "WHEN MATCHED THEN UPDATE SET t.status = s.status, t.status_changed_at = s.status_changed_at "
-        "WHEN NOT MATCHED THEN INSERT *"
+def merge_into(
+    spark: SparkSession, table: str, rows: DataFrame, key: Iterable[str], matched: str | None = None,
+    insert: bool = True,
+) -> None:
+    """MERGE `rows` into `table` on `key`: `matched` is the WHEN MATCHED action (an UPDATE SET
+    ... or DELETE), and unmatched rows are inserted when `insert` is true."""
+    view = f"lakerag_merge_{table.replace('.', '_')}"
+    rows.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+    clauses = ([f"WHEN MATCHED THEN {matched}"] if matched else []) + (
+        ["WHEN NOT MATCHED THEN INSERT *"] if insert else []
     )
+    spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} " + " ".join(clauses))
     spark.catalog.dropTempView(view)

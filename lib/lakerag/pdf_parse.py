@@ -1,0 +1,551 @@
+"""PDF bytes -> pages, paragraphs in reading order, and a section tree. Pure Python, no Spark.
+
+pypdf gives positioned text runs through its visitor callback; from them we build lines, put
+multi-column pages into reading order (column by column), cut lines into paragraphs, drop
+running headers/footers, and assign paragraphs to sections taken from the PDF outline
+(bookmarks) or, when there is none, from headings recognised by font size and weight.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
+from pypdf.generic import ArrayObject, FloatObject
+
+# Bump when parsing output changes: section ids include it, so every document is re-parsed.
+PARSER_VERSION = "pypdf-layout-1"
+
+BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
+SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
+BOLD_FONT = re.compile(r"bold|black|heavy|semibold|demi|cmbx|-bd\b|\bbd\b|,b\b", re.IGNORECASE)
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class ParseFailure(Exception):
+    """A document that cannot be parsed; `reason` is a machine-readable code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Run:
+    """A piece of text drawn at one position in one font."""
+
+    x: float
+    y: float
+    size: float
+    bold: bool
+    text: str
+    x1: float  # estimated end of the run, from the font's glyph widths
+
+
+@dataclass
+class Line:
+    """Runs on one baseline, in drawing order."""
+
+    runs: list[Run]
+    page: int  # 1-based
+
+    @property
+    def x0(self) -> float:
+        return self.runs[0].x
+
+    @property
+    def y(self) -> float:
+        return self.runs[0].y
+
+    @property
+    def size(self) -> float:
+        return max(r.size for r in self.runs)
+
+    @property
+    def bold(self) -> bool:
+        chars = Counter()
+        for r in self.runs:
+            chars[r.bold] += len(r.text.strip())
+        return chars[True] > chars[False]
+
+    @cached_property
+    def text(self) -> str:
+        """The line's text; a space goes where the pen moved right between two runs."""
+        parts: list[str] = []
+        previous: Run | None = None
+        for run in self.runs:
+            if previous is not None and run.x - previous.x1 > 0.15 * run.size:
+                parts.append(" ")
+            parts.append(run.text)
+            previous = run
+        return " ".join("".join(parts).split())
+
+
+@dataclass
+class Paragraph:
+    """Consecutive lines of one block, joined into text."""
+
+    text: str
+    page: int
+    y: float
+    size: float
+    bold: bool
+    lines: int = 1
+
+
+@dataclass
+class Section:
+    """A heading and the paragraphs under it, up to the next heading at any level."""
+
+    title: str
+    level: int  # 0 = text before the first heading
+    heading_path: list[str]
+    page_start: int
+    origin: str  # outline | headings | front_matter
+    paragraphs: list[Paragraph] = field(default_factory=list)
+
+    @property
+    def page_end(self) -> int:
+        return max([self.page_start] + [p.page for p in self.paragraphs])
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(p.text for p in self.paragraphs)
+
+    @property
+    def paragraph_pages(self) -> list[int]:
+        return [p.page for p in self.paragraphs]
+
+
+@dataclass
+class ParsedDocument:
+    """What parsing a PDF yields."""
+
+    title: str | None
+    page_count: int
+    pages_with_text: int
+    outline_entries: int
+    sections: list[Section]
+
+
+def open_pdf(content: bytes, passwords: tuple[str, ...] = ()) -> PdfReader:
+    """Open PDF bytes, decrypting with the empty password or one of `passwords`."""
+    try:
+        reader = PdfReader(io.BytesIO(content), strict=False)
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise ParseFailure("malformed", f"pypdf cannot read the file structure: {err}") from err
+    if reader.is_encrypted:
+        for password in ("", *passwords):
+            try:
+                if reader.decrypt(password):
+                    return reader
+            except Exception as err:  # noqa: BLE001 - pypdf raises many kinds here
+                raise ParseFailure("encrypted", f"cannot decrypt: {err}") from err
+        raise ParseFailure(
+            "encrypted",
+            "the PDF is password-protected and no configured password opens it: "
+            "add the password to silver.passwords in conf/",
+        )
+    return reader
+
+
+def _font_metrics(font) -> tuple[dict[int, float], float, bool]:
+    """Glyph widths (per character code, in em), average width and boldness of a font dict."""
+    widths: dict[int, float] = {}
+    name = ""
+    try:
+        name = str(font.get("/BaseFont", ""))
+        source = font
+        if "/DescendantFonts" in font:  # composite font: one default width for all CIDs
+            source = font["/DescendantFonts"][0].get_object()
+            default = float(source.get("/DW", 1000)) / 1000
+            return {}, default * 0.5, bool(BOLD_FONT.search(name))
+        first = int(source.get("/FirstChar", 0))
+        for offset, width in enumerate(source.get("/Widths", []) or []):
+            if float(width) > 0:
+                widths[first + offset] = float(width) / 1000
+    except Exception:  # noqa: BLE001 - missing or odd metrics: fall back to an average
+        widths = {}
+    average = statistics.fmean(widths.values()) if widths else 0.5
+    return widths, average, bool(BOLD_FONT.search(name))
+
+
+def page_runs(page) -> list[Run]:
+    """Positioned text runs of one page, in drawing order, with their estimated end."""
+    runs: list[Run] = []
+    fonts: dict[int, tuple[dict[int, float], float, bool]] = {}
+
+    def visit(text, cm, tm, font, font_size):
+        if not text or not text.strip():
+            return
+        # Text space -> user space: the run's origin is tm's translation mapped by cm.
+        x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+        y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+        scale = abs(tm[3] * cm[3]) or abs(tm[0] * cm[0]) or 1.0
+        size = float(font_size) * scale
+        if id(font) not in fonts:
+            fonts[id(font)] = _font_metrics(font) if hasattr(font, "get") else ({}, 0.5, False)
+        widths, average, bold = fonts[id(font)]
+        clean = text.replace("\n", " ")
+        width = size * sum(widths.get(ord(ch), average) for ch in clean)
+        runs.append(Run(x, y, round(size, 1), bold, clean, x + width))
+
+    page.extract_text(visitor_text=visit, visitor_operand_before=_mark_word_gaps)
+    return runs
+
+
+# Word gaps in TJ arrays, in thousandths of an em. pypdf inserts a space only for gaps over half
+# the font's space width, which for some CID fonts (the Debian FAQ's CharisSIL) is wider than
+# the gaps its justified lines use, so words came out glued ("Yes.Unstablehasthemost...").
+# Kerning stays well under this threshold.
+WORD_GAP = 150
+
+
+def _mark_word_gaps(operator: bytes, operands: list, cm, tm) -> None:
+    """Before pypdf handles a TJ, widen each word gap so that pypdf emits a space for it."""
+    if operator != b"TJ" or not operands or not isinstance(operands[0], ArrayObject):
+        return
+    array = operands[0]
+    for index, item in enumerate(array):
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and item <= -WORD_GAP:
+            array[index] = FloatObject(-1000)
+
+
+def group_lines(runs: list[Run], page_number: int) -> list[Line]:
+    """Runs -> lines: a new line starts when the baseline moves, the pen jumps back left, or it
+    jumps right over a gutter (content streams may draw two columns' lines interleaved)."""
+    lines: list[Line] = []
+    for run in runs:
+        if lines:
+            last = lines[-1].runs[-1]
+            em = max(run.size, last.size, 1.0)
+            same_baseline = abs(run.y - last.y) <= 0.45 * em
+            if same_baseline and last.x - 1.0 <= run.x <= last.x1 + 1.5 * em:
+                lines[-1].runs.append(run)
+                continue
+        lines.append(Line([run], page_number))
+    return [line for line in lines if line.text]
+
+
+def column_split(lines: list[Line], width: float) -> float | None:
+    """x where a second column starts, if the page has two columns side by side, else None.
+
+    Candidates are left edges shared by several lines in the middle of the page. One is a
+    column start when the lines left of it end before it (a gutter) and most lines right of it
+    have a left-hand line at about the same height (side by side, not a centred heading).
+    """
+    body = [line for line in lines if len(line.text) >= 15]
+    counts = Counter(round(line.x0) for line in body if 0.3 * width <= line.x0 <= 0.7 * width)
+    best: tuple[int, float] | None = None
+    for start, n in counts.items():
+        if n < 3 or (best is not None and n <= best[0]):
+            continue
+        edge = start - 2
+        left = [line for line in body if line.x0 < edge]
+        right = [line for line in body if line.x0 >= edge]
+        if len(left) < 3 or len(right) < 3:
+            continue
+        crossing = sum(1 for line in left if line.runs[-1].x1 > edge + line.size)
+        left_rows = {round(line.y / 4) for line in left}
+        paired = sum(1 for line in right if any(round(line.y / 4) + d in left_rows for d in range(-3, 4)))
+        if crossing <= 0.2 * len(left) and paired >= 0.5 * len(right):
+            best = (n, edge)
+    return best[1] if best else None
+
+
+def reading_order(lines: list[Line], width: float) -> list[list[Line]]:
+    """Lines -> flows (blocks read top to bottom): one flow per column on two-column pages."""
+    split = column_split(lines, width)
+    if split is None:
+        return [lines]
+    flows: list[list[Line]] = []
+    left: list[Line] = []
+    right: list[Line] = []
+
+    def flush():
+        for column in (left, right):
+            if column:
+                flows.append(sorted(column, key=lambda line: -line.y))
+        left.clear()
+        right.clear()
+
+    for line in sorted(lines, key=lambda line: -line.y):
+        if line.x0 >= split:
+            right.append(line)
+        elif _spans_gutter(line, split):
+            flush()  # a full-width line (title, wide figure caption) separates column bands
+            flows.append([line])
+        else:
+            left.append(line)
+    flush()
+    return flows
+
+
+def _spans_gutter(line: Line, split: float) -> bool:
+    """True if a left-starting line runs well into the right column (width estimated)."""
+    return line.runs[-1].x1 > split + 2 * line.size
+
+
+def join_segments(flow: list[Line]) -> list[Line]:
+    """Re-join pieces of one visual line that group_lines split at a wide (justified) gap."""
+    joined: list[Line] = []
+    for line in flow:
+        if joined:
+            last = joined[-1]
+            if abs(line.y - last.y) <= 0.45 * max(line.size, last.size) and line.x0 >= last.runs[-1].x:
+                joined[-1] = Line(last.runs + line.runs, last.page)
+                continue
+        joined.append(line)
+    return joined
+
+
+def paragraphs_of_flow(flow: list[Line]) -> list[Paragraph]:
+    """Cut a flow of lines into paragraphs at gaps, font changes, indents and bullets."""
+    flow = join_segments(flow)
+    gaps = [a.y - b.y for a, b in zip(flow, flow[1:]) if 0 < a.y - b.y < 3 * a.size]
+    pitch = statistics.median(gaps) if gaps else None
+    paragraphs: list[Paragraph] = []
+    previous: Line | None = None
+    for line in flow:
+        text = line.text
+        if previous is not None and not _starts_paragraph(previous, line, pitch):
+            paragraph = paragraphs[-1]
+            if paragraph.text.endswith("-") and text[:1].islower():
+                paragraph.text = paragraph.text[:-1] + text  # re-join a hyphenated word
+            else:
+                paragraph.text = f"{paragraph.text} {text}"
+            paragraph.lines += 1
+        else:
+            paragraphs.append(Paragraph(text, line.page, line.y, line.size, line.bold))
+        previous = line
+    return paragraphs
+
+
+def _starts_paragraph(previous: Line, line: Line, pitch: float | None) -> bool:
+    gap = previous.y - line.y
+    em = max(line.size, 1.0)
+    if gap <= 0 or gap > (1.45 * pitch if pitch else 2.0 * em):
+        return True
+    if abs(line.size - previous.size) > 0.8 or line.bold != previous.bold:
+        return True  # headings and callouts in another font stand alone
+    if BULLET.match(line.text):
+        return True
+    if abs(line.x0 - previous.x0) > 1.5 * em:
+        return True  # a box or block quote with its own margin
+    indented = line.x0 > previous.x0 + 0.5 * em
+    return indented and bool(SENTENCE_END.search(previous.text))
+
+
+def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
+    """Remove running headers/footers and bare page numbers that repeat across pages."""
+    def key(line: Line) -> tuple[str, int]:
+        return re.sub(r"\d+", "#", line.text.lower()), round(line.y / 3)
+
+    seen = Counter(k for page in pages for k in {key(line) for line in page})
+    threshold = max(3, len(pages) // 2)
+    return [
+        [line for line in page if seen[key(line)] < threshold and not re.fullmatch(r"[\divxlc]{1,4}", line.text)]
+        for page in pages
+    ]
+
+
+def extract_paragraphs(reader: PdfReader) -> tuple[list[Paragraph], int]:
+    """All paragraphs of a document in reading order, and the number of pages with text."""
+    pages: list[list[Line]] = []
+    widths: list[float] = []
+    errors: list[str] = []
+    for number, page in enumerate(reader.pages, start=1):
+        try:
+            pages.append(group_lines(page_runs(page), number))
+        except Exception as err:  # noqa: BLE001 - one bad page must not lose the others
+            errors.append(f"page {number}: {err}")
+            pages.append([])
+        widths.append(float(page.mediabox.width))
+    if errors and len(errors) == len(pages):
+        raise ParseFailure("malformed", f"no page could be read ({errors[0]})")
+    if errors:
+        logging.getLogger(__name__).warning("skipped unreadable pages: %s", "; ".join(errors[:5]))
+    pages = drop_running_lines(pages)
+    paragraphs = [
+        paragraph
+        for lines, width in zip(pages, widths)
+        for flow in reading_order(lines, width)
+        for paragraph in paragraphs_of_flow(flow)
+    ]
+    return paragraphs, sum(1 for lines in pages if lines)
+
+
+def _norm(text: str) -> str:
+    return " ".join(WORD.findall(text.lower()))
+
+
+@dataclass
+class OutlineEntry:
+    title: str
+    level: int
+    page: int  # 1-based
+    top: float | None
+
+
+def outline_entries(reader: PdfReader) -> list[OutlineEntry]:
+    """The outline (bookmarks) flattened in document order, entries without a page skipped."""
+    entries: list[OutlineEntry] = []
+
+    def walk(items, level):
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:  # noqa: BLE001 - broken destinations are common
+                continue
+            if page is None or page < 0:
+                continue
+            top = item.get("/Top") if hasattr(item, "get") else None
+            title = " ".join(str(item.title or "").split())
+            if title:
+                entries.append(OutlineEntry(title, level, page + 1, float(top) if top is not None else None))
+
+    try:
+        walk(reader.outline, 1)
+    except Exception:  # noqa: BLE001 - a broken outline falls back to font heuristics
+        return []
+    return entries
+
+
+def sections_from_outline(entries: list[OutlineEntry], paragraphs: list[Paragraph], doc_title: str) -> list[Section]:
+    """Assign paragraphs to outline entries: each entry starts at its heading on its page."""
+    starts: list[int] = []
+    heading_at: set[int] = set()
+    cursor = 0
+    for entry in entries:
+        start, heading_length = _find_entry_start(entry, paragraphs, cursor)
+        heading_at.update(range(start, start + heading_length))
+        starts.append(start)
+        cursor = start + heading_length
+    sections = [Section(doc_title, 0, [doc_title], 1, "front_matter")]
+    path: list[str] = []
+    for entry in entries:
+        path = path[: entry.level - 1] + [entry.title]
+        sections.append(Section(entry.title, entry.level, list(path), entry.page, "outline"))
+    bounds = starts + [len(paragraphs)]
+    sections[0].paragraphs = paragraphs[: bounds[0]]
+    for index, section in enumerate(sections[1:]):
+        section.paragraphs = [
+            paragraphs[i] for i in range(bounds[index], bounds[index + 1]) if i not in heading_at
+        ]
+    return [s for s in sections if s.origin != "front_matter" or s.paragraphs]
+
+
+# "3.1.3 ", "II.2. ", "Chapter 4 ": numbering that a heading may carry and its outline title not.
+NUMBERING = re.compile(r"^\s*(chapter\s+)?[\dIVXivx]+(\.[\dIVXivx]+)*\.?\s+", re.IGNORECASE)
+
+
+def _heading_length(title: str, paragraphs: list[Paragraph], index: int) -> int:
+    """How many paragraphs from `index` spell out heading `title` (0 if they do not)."""
+    wanted = _norm(NUMBERING.sub("", title))
+    if not wanted:
+        return 0
+    seen = ""
+    for count, paragraph in enumerate(paragraphs[index: index + 4], start=1):
+        text = NUMBERING.sub("", paragraph.text) if count == 1 else paragraph.text
+        seen = f"{seen} {_norm(text)}".strip()
+        if wanted in seen and len(seen) <= len(wanted) + 24:
+            return count
+        if not wanted.startswith(seen):
+            return 0
+    return 0
+
+
+def _find_entry_start(entry: OutlineEntry, paragraphs: list[Paragraph], cursor: int) -> tuple[int, int]:
+    """(first paragraph of `entry`, how many paragraphs its heading spans), never before `cursor`."""
+    on_page = [i for i in range(cursor, len(paragraphs)) if paragraphs[i].page == entry.page]
+    for i in on_page:
+        length = _heading_length(entry.title, paragraphs, i)
+        if length:
+            return i, length
+    if entry.top is not None:
+        for i in on_page:
+            if paragraphs[i].y <= entry.top + 2:
+                return i, 0
+    if on_page:
+        return on_page[0], 0
+    later = [i for i in range(cursor, len(paragraphs)) if paragraphs[i].page > entry.page]
+    return (later[0] if later else len(paragraphs)), 0
+
+
+def sections_from_headings(paragraphs: list[Paragraph], doc_title: str) -> list[Section]:
+    """Sections from paragraphs that look like headings: larger or bold short lines."""
+    sizes = Counter()
+    for p in paragraphs:
+        sizes[round(p.size * 2) / 2] += len(p.text)
+    body = sizes.most_common(1)[0][0] if sizes else 10.0
+
+    def heading_size(p: Paragraph) -> float | None:
+        words = len(p.text.split())
+        if p.lines > 2 or words == 0 or words > 14 or p.text.endswith((".", ",", ";")):
+            return None
+        if not any(ch.isalpha() for ch in p.text):
+            return None
+        size = round(p.size * 2) / 2
+        if size >= body + 1:
+            return size
+        if p.bold and size >= body - 1.5:
+            return body  # bold at body size: the lowest heading level
+        return None
+
+    heading_sizes = {p_size for p in paragraphs if (p_size := heading_size(p)) is not None}
+    levels = {size: rank for rank, size in enumerate(sorted(heading_sizes, reverse=True), start=1)}
+    sections = [Section(doc_title, 0, [doc_title], 1, "front_matter")]
+    path: list[str] = []
+    for p in paragraphs:
+        size = heading_size(p)
+        if size is None:
+            sections[-1].paragraphs.append(p)
+            continue
+        level = levels[size]
+        path = path[: level - 1] + [p.text]
+        sections.append(Section(p.text, level, list(path), p.page, "headings"))
+    return [s for s in sections if s.origin != "front_matter" or s.paragraphs]
+
+
+def document_title(reader: PdfReader) -> str | None:
+    """The title from the document information dictionary, if it has a useful one."""
+    try:
+        title = (reader.metadata or {}).get("/Title")
+    except Exception:  # noqa: BLE001 - broken info dictionaries are common
+        return None
+    title = " ".join(str(title or "").split())
+    return title or None
+
+
+def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = ()) -> ParsedDocument:
+    """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason."""
+    reader = open_pdf(content, passwords)
+    try:
+        page_count = len(reader.pages)
+    except Exception as err:  # noqa: BLE001
+        raise ParseFailure("malformed", f"the page tree cannot be read: {err}") from err
+    if page_count == 0:
+        raise ParseFailure("no_pages", "the document has no pages")
+    paragraphs, pages_with_text = extract_paragraphs(reader)
+    if not paragraphs:
+        raise ParseFailure(
+            "no_text",
+            f"no extractable text on any of {page_count} page(s) (scanned images?): OCR is not supported",
+        )
+    title = document_title(reader) or file_name
+    entries = outline_entries(reader)
+    if entries:
+        sections = sections_from_outline(entries, paragraphs, title)
+    else:
+        sections = sections_from_headings(paragraphs, title)
+    return ParsedDocument(title, page_count, pages_with_text, len(entries), sections)
