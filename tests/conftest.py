@@ -64,3 +64,10 @@ def put(landing: Path, name: str, source: str | bytes) -> Path:
     else:
         shutil.copyfile(corpus_pdf(source), target)
     return target
+
+
+def assert_same_rows(actual, expected, key: list[str]) -> None:
+    """chispa equality in `key` order (Sail cannot sort by all columns: arrays do not hash)."""
+    from chispa import assert_df_equality
+
+    assert_df_equality(actual.orderBy(*key), expected.orderBy(*key), ignore_nullable=True)

@@ -70,6 +70,17 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_silver(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.report import print_silver_summary
+    from lakerag.silver import run_silver
+
+    started = time.perf_counter()
+    report = run_silver(spark, lakehouse, settings, args.engine)
+    log.info("silver done in %.1f s", time.perf_counter() - started)
+    print_silver_summary(spark, lakehouse, report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lakerag` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -92,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder or UC volume path with the PDFs (default %(default)s; env LAKERAG_LANDING)")
     _add_common(ingest)
     ingest.set_defaults(task=_ingest_bronze)
+
+    silver = tasks.add_parser(
+        "build-silver",
+        help="parse bronze PDFs into silver_documents / silver_sections / silver_chunks",
+        description="Parse every active bronze document not yet parsed by this parser version "
+                    "into sections (from the PDF outline, else from font sizes) and chunks for "
+                    "each strategy in silver.strategies. Documents that cannot be parsed "
+                    "(encrypted, malformed, no text) land in silver_parse_failures with a reason. "
+                    "Rows of superseded or deleted documents are removed; a changed chunking "
+                    "setting rebuilds only that strategy. Passwords for encrypted PDFs are read "
+                    "from LAKERAG_PDF_PASSWORDS (one per line).",
+    )
+    _add_common(silver)
+    silver.set_defaults(task=_build_silver)
     return parser
 
 

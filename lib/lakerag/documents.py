@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -17,9 +18,15 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
+from tqdm import tqdm
+
 from lakerag.chunking import Chunker, ChunkSpec
 from lakerag.models import load_tokenizer
 from lakerag.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf
+
+# pypdf warns about every repaired cross-reference or odd font; parse failures that matter
+# become failure rows, so keep worker output to errors.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 # Text sampled for language detection: enough for a stable guess, cheap to classify.
 LANGUAGE_SAMPLE_CHARS = 4000
@@ -164,13 +171,20 @@ def start_pool(workers: int, model: str) -> None:
     _POOLS[workers] = pool
 
 
-def parallel_map(function: Callable[[Any], Any], items: list, workers: int) -> list:
-    """`function` over `items`, in order: in the pool started by start_pool, else in this process."""
+def parallel_map(function: Callable[[Any], Any], items: list, workers: int, what: str) -> list:
+    """`function` over `items`, in order: in the pool started by start_pool, else in this process.
+
+    Shows a progress bar on a terminal (tqdm stays quiet when stderr is not one).
+    """
     pool = _POOLS.get(workers)
-    if pool is None or len(items) <= 1:
-        return [function(item) for item in items]
-    with _main_script_hidden():  # a worker that died is replaced during map
-        return list(pool.map(function, items, chunksize=1))
+    progress = tqdm(total=len(items), desc=what, unit="item", disable=None, leave=False)
+    with progress, _main_script_hidden():  # a worker that died is replaced during map
+        results = []
+        mapped = pool.map(function, items, chunksize=1) if pool and len(items) > 1 else map(function, items)
+        for result in mapped:
+            results.append(result)
+            progress.update()
+        return results
 
 
 def resolve_parse_workers(configured: int, engine: str) -> int:

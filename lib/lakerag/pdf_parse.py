@@ -60,9 +60,10 @@ class Line:
     def x0(self) -> float:
         return self.runs[0].x
 
-    @property
+    @cached_property
     def y(self) -> float:
-        return self.runs[0].y
+        """Baseline of the line's largest text (a raised or lowered small run does not count)."""
+        return max(self.runs, key=lambda run: run.size).y
 
     @property
     def size(self) -> float:

@@ -6,7 +6,16 @@ from pyspark.sql import SparkSession
 
 from lakerag.bronze import IngestReport
 from lakerag.engine import Lakehouse
-from lakerag.tables import ACTIVE, BRONZE_DOCUMENTS, BRONZE_QUARANTINE
+from lakerag.silver import SilverReport
+from lakerag.tables import (
+    ACTIVE,
+    BRONZE_DOCUMENTS,
+    BRONZE_QUARANTINE,
+    SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
+    SILVER_PARSE_FAILURES,
+    SILVER_SECTIONS,
+)
 
 
 def print_bronze_summary(spark: SparkSession, lakehouse: Lakehouse, report: IngestReport) -> None:
@@ -35,3 +44,26 @@ def print_bronze_summary(spark: SparkSession, lakehouse: Lakehouse, report: Inge
     for name, by_status in counts.items():
         print(f"{name}: " + ", ".join(f"{s}={n}" for s, n in sorted(by_status.items())) if by_status
               else f"{name}: empty")
+
+
+def print_silver_summary(spark: SparkSession, lakehouse: Lakehouse, report: SilverReport) -> None:
+    """Print this run's silver changes, then documents, chunk counts and parse failures."""
+    print(f"\nparsed: {report.parsed}  failed: {sum(report.failed.values())} {report.failed or ''}  "
+          f"removed documents: {report.removed_documents}  sections added: {report.sections_added}")
+    print(f"chunks added: {report.chunks_added or 0}  chunks removed: {report.chunks_removed}")
+    if not report.changed:
+        print("no changes: silver tables left as they were")
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).groupBy("doc_id").agg(
+        F.count("*").alias("sections"))
+    print(f"\n{lakehouse.table(SILVER_DOCUMENTS.name)}:")
+    (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).join(sections, "doc_id", "left")
+     .select("file_name", "title", "language", "page_count", "outline_entries", "sections")
+     .orderBy("file_name").show(200, truncate=40))
+    print(f"{lakehouse.table(SILVER_CHUNKS.name)} by strategy:")
+    (spark.table(lakehouse.table(SILVER_CHUNKS.name)).groupBy("strategy")
+     .agg(F.count("*").alias("chunks"), F.round(F.avg("token_count"), 1).alias("avg_tokens"),
+          F.max("token_count").alias("max_tokens"))
+     .orderBy("strategy").show(truncate=False))
+    print(f"{lakehouse.table(SILVER_PARSE_FAILURES.name)}:")
+    (spark.table(lakehouse.table(SILVER_PARSE_FAILURES.name)).select("file_name", "reason", "message")
+     .orderBy("file_name").show(200, truncate=70))

@@ -48,7 +48,7 @@ def parse_documents(
             batch = batch.assign(size=batch["content"].map(len)).sort_values("size", ascending=False)
             args = [(d, bytes(c), p, f, passwords, specs, run_time)
                     for d, c, p, f in zip(batch["doc_id"], batch["content"], batch["source_path"], batch["file_name"])]
-            rows = parallel_map(parse_task, args, workers)
+            rows = parallel_map(parse_task, args, workers, "parse PDFs")
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_PARSE_STAGING.schema.fields])
 
     return documents.select("doc_id", "source_path", "file_name", "content").mapInPandas(
@@ -75,7 +75,7 @@ def chunk_sections(sections: DataFrame, specs: list[ChunkSpec], workers: int) ->
         for batch in batches:
             tasks = [(row, [by_fingerprint[row["chunker_fingerprint"]]], dict(row["tags"]))
                      for row in batch.to_dict("records")]
-            rows = [chunk for chunks in parallel_map(chunk_task, tasks, workers) for chunk in chunks]
+            rows = [chunk for chunks in parallel_map(chunk_task, tasks, workers, "chunk sections") for chunk in chunks]
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_CHUNKS.schema.fields])
 
     return sections.mapInPandas(chunk_batches, SILVER_CHUNKS.schema)

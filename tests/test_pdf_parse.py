@@ -1,0 +1,129 @@
+"""Parsing real PDFs from the corpus: pure functions on bytes, no Spark."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+from pypdf import PdfReader
+
+from lakerag.pdf_parse import (
+    Line,
+    ParseFailure,
+    Run,
+    extract_paragraphs,
+    open_pdf,
+    paragraphs_of_flow,
+    parse_pdf,
+)
+from tests.conftest import corpus_pdf
+
+
+@lru_cache(maxsize=None)
+def parsed(name: str):
+    """A corpus PDF parsed once per test session."""
+    return parse_pdf(corpus_pdf(name).read_bytes(), name)
+
+
+def outline_of(name: str) -> list[tuple[str, int]]:
+    """(title, 1-based page) of every outline entry, straight from pypdf."""
+    reader = PdfReader(corpus_pdf(name))
+    entries: list[tuple[str, int]] = []
+
+    def walk(items):
+        for item in items:
+            if isinstance(item, list):
+                walk(item)
+            else:
+                entries.append((" ".join(item.title.split()), reader.get_destination_page_number(item) + 1))
+
+    walk(reader.outline)
+    return entries
+
+
+@pytest.mark.parametrize("name", ["R-data.pdf", "R-intro.pdf", "debian-faq.pdf", "mnras_guide.pdf"])
+def test_sections_follow_the_outline_titles_and_pages(name):
+    found = [(s.title, s.page_start) for s in parsed(name).sections if s.origin == "outline"]
+    assert found == outline_of(name)
+
+
+def test_heading_is_cut_from_the_body_and_the_answer_follows_it():
+    section = next(s for s in parsed("debian-faq.pdf").sections
+                   if s.title == "Will there be different versions of packages in different distributions?")
+    assert section.heading_path[0] == "Choosing a Debian distribution"
+    assert section.text.startswith("Yes. Unstable has the most recent (latest) versions.")
+    assert "different distributions?" not in section.text
+
+
+def test_words_are_separated_where_the_pdf_spaces_them_by_position():
+    # The Debian FAQ's CID font draws word gaps as TJ offsets that pypdf alone ignores.
+    body = " ".join(s.text for s in parsed("debian-faq.pdf").sections)
+    assert "the packages in unstable are not well tested" in body
+    assert "thepackagesin" not in body
+
+
+def test_two_columns_are_read_column_by_column():
+    # Page 4 of the APS guide: its content stream draws the two columns' lines interleaved.
+    paragraphs, _ = extract_paragraphs(open_pdf(corpus_pdf("apsguide4-2.pdf").read_bytes()))
+    page = [p.text for p in paragraphs if p.page == 4]
+    left_end = next(i for i, text in enumerate(page) if text.endswith("\\marginparsep, and \\marginparpush."))
+    # the first column's last sentence is followed by the second column's heading and first sentence
+    assert page[left_end + 1] == "VI. MATH MARKUP"
+    assert page[left_end + 2].startswith("In general, all math markup and the standard math environments")
+    # and lines of one column are not glued to lines of the other
+    assert any("Some bold characters may require using the amsfonts class option." in t for t in page)
+
+
+def test_headings_from_fonts_when_there_is_no_outline():
+    guide = parsed("apsguide4-2.pdf")
+    assert guide.outline_entries == 0
+    by_title = {s.title: s for s in guide.sections}
+    paper_size = by_title["II.2. Paper size"]
+    assert (paper_size.origin, paper_size.page_start) == ("headings", 2)
+    assert paper_size.text.startswith("Manuscripts should be submitted to APS formatted for letter size paper.")
+
+
+def _line(x: float, y: float, text: str, size: float = 10.0) -> Line:
+    return Line([Run(x, y, size, False, text, x + 0.5 * size * len(text))], page=1)
+
+
+def test_callout_in_its_own_font_and_margin_is_its_own_paragraph():
+    flow = [
+        _line(54, 700, "The method works in three steps and each step"),
+        _line(54, 688, "is explained below in its own section."),
+        _line(80, 676, "Note: the second step needs a license key.", size=8.5),
+        _line(80, 666, "Ask your administrator for one.", size=8.5),
+        _line(54, 654, "The first step reads the input files."),
+    ]
+    texts = [p.text for p in paragraphs_of_flow(flow)]
+    assert texts == [
+        "The method works in three steps and each step is explained below in its own section.",
+        "Note: the second step needs a license key. Ask your administrator for one.",
+        "The first step reads the input files.",
+    ]
+
+
+def test_hyphenated_line_break_is_rejoined():
+    flow = [_line(54, 700, "a well-known exam-"), _line(54, 688, "ple of the method")]
+    assert [p.text for p in paragraphs_of_flow(flow)] == ["a well-known example of the method"]
+
+
+@pytest.mark.parametrize(
+    ("content", "passwords", "reason"),
+    [
+        (corpus_pdf("libreoffice-writer-password.pdf").read_bytes(), (), "encrypted"),
+        (corpus_pdf("libreoffice-writer-password.pdf").read_bytes(), ("wrong",), "encrypted"),
+        (corpus_pdf("imagemagick-images.pdf").read_bytes(), (), "no_text"),
+        (b"%PDF-1.7\n" + bytes(range(256)) * 8 + b"\n%%EOF\n", (), "malformed"),
+    ],
+    ids=["encrypted", "wrong-password", "image-only", "malformed"],
+)
+def test_unparseable_documents_fail_with_a_reason(content, passwords, reason):
+    with pytest.raises(ParseFailure) as failure:
+        parse_pdf(content, "x.pdf", passwords)
+    assert failure.value.reason == reason
+    assert len(failure.value.message) > 20
+
+
+def test_configured_password_opens_an_encrypted_pdf():
+    document = parse_pdf(corpus_pdf("libreoffice-writer-password.pdf").read_bytes(), "p.pdf", ("openpassword",))
+    assert document.page_count == 1 and document.sections[0].text
