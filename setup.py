@@ -18,13 +18,20 @@ setup(
     python_requires=">=3.10",
     # Core needs only what a Databricks runtime does not already ship; pyspark comes
     # from the runtime there and from the `local` extra here.
-    install_requires=["pyyaml>=6", "pypdf[full]==7.*", "fonttools>=4.50", "tqdm>=4.66"],
+    install_requires=[
+        "pyyaml>=6", "tqdm>=4.66",
+        # parsing: pypdf's output is pinned by our layout code and tests
+        "pypdf[full]==7.1.1", "fonttools>=4.50",
+        # chunking: the embedding model's fast tokenizer, a token-aware splitter, language id
+        "tokenizers>=0.22", "semantic-text-splitter==0.33.1", "py3langid==0.4.0",
+    ],
     extras_require={
         "local": LOCAL_ENGINE,
         "ml": ML,
         # Classic Spark + delta-spark: needs Maven at first start, so it is not tested offline.
         "spark": ["pyspark==4.0.5", "delta-spark==4.0.*"],
         "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "deltalake>=1.1"],
+        "bench": ["psutil>=5.9"],
     },
     entry_points={"console_scripts": ["lakerag=lakerag.cli:main"]},
 )

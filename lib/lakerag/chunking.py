@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from semantic_text_splitter import TextSplitter
@@ -53,6 +54,19 @@ class Chunk:
     page_end: int
 
 
+class Tokens:
+    """A text's tokenization: each token's [start, end) character offsets."""
+
+    def __init__(self, offsets: list[tuple[int, int]]):
+        self.offsets = offsets
+        self._starts = [start for start, _ in offsets]
+
+    def count(self, start: int, end: int) -> int:
+        """Tokens that start inside [start, end): the count of that piece, since chunk
+        boundaries fall between words, where WordPiece/BPE tokens never straddle."""
+        return bisect_left(self._starts, end) - bisect_left(self._starts, start)
+
+
 class Chunker:
     """Cuts section text into chunks with one tokenizer; splitters are cached per capacity."""
 
@@ -64,6 +78,10 @@ class Chunker:
         """Tokens in `text`, special tokens excluded."""
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def tokens(self, text: str) -> Tokens:
+        """Tokenize `text` once; every strategy's spans and counts are read from it."""
+        return Tokens(self.tokenizer.encode(text, add_special_tokens=False).offsets)
+
     def _split(self, text: str, capacity: int, base: int) -> list[tuple[int, int]]:
         """Spans of `text` (offset by `base`) that fit `capacity` tokens, cut at the largest
         boundaries possible: paragraphs, then sentences, then words."""
@@ -72,39 +90,41 @@ class Chunker:
         return [(base + start, base + start + len(piece))
                 for start, piece in self._splitters[capacity].chunk_indices(text)]
 
-    def spans(self, text: str, spec: ChunkSpec) -> list[tuple[int, int]]:
+    def spans(self, text: str, spec: ChunkSpec, tokens: Tokens | None = None) -> list[tuple[int, int]]:
         """Character spans of `text`'s chunks under `spec`."""
         if not text.strip():
             return []
+        tokens = tokens or self.tokens(text)
         if spec.strategy == "section":
-            if self.count(text) <= spec.max_tokens:
+            if len(tokens.offsets) <= spec.max_tokens:
                 return [(0, len(text))]
             return self._split(text, spec.max_tokens, 0)
         if spec.strategy == "paragraph":
-            return self._paragraph_spans(text, spec)
+            return self._paragraph_spans(text, spec, tokens)
         if spec.strategy == "fixed":
-            return self._window_spans(text, spec)
+            return self._window_spans(tokens, spec)
         raise ValueError(f"unknown chunking strategy {spec.strategy!r}")
 
-    def _paragraph_spans(self, text: str, spec: ChunkSpec) -> list[tuple[int, int]]:
+    def _paragraph_spans(self, text: str, spec: ChunkSpec, tokens: Tokens) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         pending: int | None = None  # start of short paragraphs waiting to be merged forward
         for start, end in paragraph_spans(text):
             if pending is not None:
                 start = pending
-            tokens = self.count(text[start:end])
-            if tokens < spec.paragraph_min_tokens and end < len(text):
+            count = tokens.count(start, end)
+            if count < spec.paragraph_min_tokens and end < len(text):
                 pending = start
                 continue
             pending = None
-            if tokens <= spec.max_tokens:
+            if count <= spec.max_tokens:
                 spans.append((start, end))
             else:
                 spans.extend(self._split(text[start:end], spec.max_tokens, start))
         return spans
 
-    def _window_spans(self, text: str, spec: ChunkSpec) -> list[tuple[int, int]]:
-        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+    @staticmethod
+    def _window_spans(tokens: Tokens, spec: ChunkSpec) -> list[tuple[int, int]]:
+        offsets = tokens.offsets
         size = min(spec.fixed_tokens, spec.max_tokens)
         stride = size - min(spec.fixed_overlap, size - 1)
         spans = []
@@ -115,17 +135,19 @@ class Chunker:
                 break
         return spans
 
-    def chunk(self, text: str, paragraph_pages: list[int], spec: ChunkSpec) -> list[Chunk]:
-        """Chunks of a section's text with their token counts and page ranges."""
+    def chunk(self, text: str, paragraph_pages: list[int], spec: ChunkSpec, tokens: Tokens | None = None) -> list[Chunk]:
+        """Chunks of a section's text with their token counts and page ranges; pass `tokens`
+        (from `tokens(text)`) to reuse one tokenization across strategies."""
+        tokens = tokens or self.tokens(text)
         paragraphs = paragraph_spans(text)
         chunks = []
-        for start, end in self.spans(text, spec):
+        for start, end in self.spans(text, spec, tokens):
             piece = text[start:end].strip()
             if not piece:
                 continue
             pages = [page for (p_start, p_end), page in zip(paragraphs, paragraph_pages)
                      if p_start < end and start < p_end] or [paragraph_pages[0]]
-            chunks.append(Chunk(piece, start, end, self.count(piece), min(pages), max(pages)))
+            chunks.append(Chunk(piece, start, end, tokens.count(start, end), min(pages), max(pages)))
         return chunks
 
 

@@ -74,14 +74,19 @@ def _chunker(model: str) -> Chunker:
 
 def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, str | None]) -> list[dict[str, Any]]:
     """silver_chunks rows of one section (a silver_sections row) for each strategy in `specs`."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if not specs:
+        return rows
+    chunker = _chunker(specs[0].model)
+    tokens = chunker.tokens(section["text"])  # one tokenization serves every strategy
     for spec in specs:
-        chunks = _chunker(spec.model).chunk(section["text"], list(section["paragraph_pages"]), spec)
+        fingerprint = spec.fingerprint
+        chunks = chunker.chunk(section["text"], list(section["paragraph_pages"]), spec, tokens)
         for index, chunk in enumerate(chunks):
             rows.append({
-                "chunk_id": _digest(section["section_id"], spec.fingerprint, index, chunk.text),
+                "chunk_id": _digest(section["section_id"], fingerprint, index, chunk.text),
                 "doc_id": section["doc_id"], "section_id": section["section_id"],
-                "strategy": spec.strategy, "chunker_fingerprint": spec.fingerprint, "chunk_index": index,
+                "strategy": spec.strategy, "chunker_fingerprint": fingerprint, "chunk_index": index,
                 "text": chunk.text, "token_count": chunk.token_count, "page_start": chunk.page_start,
                 "page_end": chunk.page_end, "heading_path": list(section["heading_path"]), "tags": tags,
             })
