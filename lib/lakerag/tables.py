@@ -15,6 +15,7 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     DataType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -203,9 +204,27 @@ SILVER_PARSE_STAGING = TableSpec(
     comment="Scratch: the latest parse batch (internal)",
 )
 
+GOLD_EMBEDDINGS = TableSpec(
+    name="gold_embeddings",
+    schema=StructType([
+        _field("item_id", StringType(), False, "the embedded item: a silver chunk_id"),
+        _field("kind", StringType(), False, "chunk (later: summary)"),
+        _field("model_name", StringType(), False, "packaged model name or model folder"),
+        _field("doc_id", StringType(), False, "bronze doc_id of the item"),
+        _field("section_id", StringType(), False, "silver section of the item"),
+        _field("strategy", StringType(), False, "chunking strategy of the item"),
+        _field("model_version", StringType(), False, "package version or hash of the model's files"),
+        _field("dimension", IntegerType(), False, "vector length"),
+        _field("vector", ArrayType(FloatType(), False), False, "L2-normalised embedding"),
+        _field("embedded_at", TimestampType(), False, "run time (UTC)"),
+    ]),
+    key=("item_id", "model_name"),
+    comment="One vector per (item, model); several models side by side",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
-    SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING,
+    SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, GOLD_EMBEDDINGS,
 )
 
 
