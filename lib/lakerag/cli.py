@@ -20,15 +20,16 @@ log = logging.getLogger("lakerag")
 DEFAULT_CONF = Path("conf/pipeline.yml")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, engine: bool = True) -> argparse._ArgumentGroup:
     """Flags every task takes: which engine, which catalog/schema, where local data lives."""
     from lakerag.engine import ENGINES, default_engine
 
     where = parser.add_argument_group("where the pipeline runs (databricks.yml passes these)")
-    where.add_argument("--engine", choices=ENGINES, default=default_engine(),
-                       help="sail: embedded local engine (default off Databricks); databricks: the "
-                            "runtime's session with Unity Catalog; spark: classic Spark + delta-spark "
-                            "(needs Maven). Env: LAKERAG_ENGINE")
+    if engine:
+        where.add_argument("--engine", choices=ENGINES, default=default_engine(),
+                           help="sail: embedded local engine (default off Databricks); databricks: the "
+                                "runtime's session with Unity Catalog; spark: classic Spark + delta-spark "
+                                "(needs Maven). Env: LAKERAG_ENGINE")
     where.add_argument("--catalog", default=os.environ.get("LAKERAG_CATALOG", "lakerag"),
                        help="catalog of the tables (default %(default)s; env LAKERAG_CATALOG)")
     where.add_argument("--schema", default=os.environ.get("LAKERAG_SCHEMA", "dev"),
@@ -40,6 +41,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                        help="pipeline settings YAML (default conf/pipeline.yml when present, "
                             "else built-in defaults)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings; still print the summary")
+    return where
+
+
+def _add_index_root(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--index-root", type=Path, default=os.environ.get("LAKERAG_INDEX_ROOT"),
+                       help="folder of index artifacts (a UC volume path on Databricks); default "
+                            "<lake-root>/indexes/<catalog>/<schema>; env LAKERAG_INDEX_ROOT")
+
+
+def _index_root(args: argparse.Namespace) -> Path:
+    if args.index_root:
+        return Path(args.index_root)
+    return Path(args.lake_root) / "indexes" / args.catalog / args.schema
 
 
 def _run_with_tables(args: argparse.Namespace, task: Callable[..., int]) -> int:
@@ -67,6 +81,55 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     report = ingest_bronze(spark, lakehouse, args.landing, settings.bronze)
     log.info("ingested %d files in %.1f s", report.files_seen, time.perf_counter() - started)
     print_bronze_summary(spark, lakehouse, report)
+    return 0
+
+
+def _embed_gold(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.gold import run_gold
+
+    started = time.perf_counter()
+    report = run_gold(spark, lakehouse, settings)
+    log.info("gold done in %.1f s", time.perf_counter() - started)
+    for model in report.embedded:
+        print(f"{model}: embedded {report.embedded[model]}, removed {report.removed[model]}")
+    if not report.changed:
+        print("no changes: gold_embeddings left as it was")
+    return 0
+
+
+def _build_index(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.index import build_index
+
+    report = build_index(spark, lakehouse, settings, _index_root(args))
+    print(f"{'built' if report.built else 'up to date'}: {report.folder} ({report.vectors} vectors)")
+    if args.vector_search_endpoint:
+        from lakerag.vector_search import sync_vector_search
+
+        outcome = sync_vector_search(spark, lakehouse, settings, args.vector_search_endpoint)
+        print(f"vector search index {outcome}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    """Query the latest index: plain Python, no engine."""
+    from lakerag.index import latest_index
+    from lakerag.retriever import Filters, Retriever
+    from lakerag.settings import load_settings
+
+    settings = load_settings(args.conf)
+    try:
+        filters = Filters.parse(args.filter)
+        folder = args.index or latest_index(_index_root(args), settings)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"lakerag search: {err}", file=sys.stderr)
+        return 2
+    retriever = Retriever.from_settings(folder, settings)
+    hits = retriever.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=not args.no_rerank)
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank}. [{hit.score:.3f}] {hit.citation()}")
+        print(f"   {' '.join(hit.text.split())[:300]}")
     return 0
 
 
@@ -117,19 +180,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(silver)
     silver.set_defaults(task=_build_silver)
+
+    gold = tasks.add_parser(
+        "embed-gold",
+        help="embed silver chunks into gold_embeddings",
+        description="Embed the chunks of gold.strategies with models.embedding (and gold.extra_models) "
+                    "using sentence-transformers from packaged weights or a model folder. Only chunks "
+                    "without a vector from the current model version are embedded; vectors of chunks "
+                    "that left silver are removed.",
+    )
+    _add_common(gold)
+    gold.set_defaults(task=_embed_gold)
+
+    index = tasks.add_parser(
+        "build-index",
+        help="build the FAISS + BM25 index artifacts from gold (and sync Vector Search)",
+        description="Build the retrieval index of retrieval.strategy's chunks from gold_embeddings into "
+                    "<index-root>/<model>__<strategy>/v<gold version>/, once per gold table version. "
+                    "With --vector-search-endpoint (Databricks), also create or sync a Delta Sync "
+                    "Vector Search index over the gold vectors.",
+    )
+    where = _add_common(index)
+    _add_index_root(where)
+    index.add_argument("--vector-search-endpoint", default=None,
+                       help="Databricks Vector Search endpoint to create/sync the index on")
+    index.set_defaults(task=_build_index)
+
+    search = tasks.add_parser(
+        "search",
+        help="query the latest index and print ranked hits with citations",
+        description="Search the latest index for --conf's model and strategy. Modes: dense, bm25, "
+                    "hybrid (reciprocal rank fusion). Hits are sections (best chunk each) with "
+                    "title, file, pages and heading path.",
+    )
+    search.add_argument("query", help="the question or keywords")
+    search.add_argument("-k", type=int, default=5, help="hits to print (default %(default)s)")
+    search.add_argument("--mode", choices=("dense", "bm25", "hybrid"), default="hybrid")
+    search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="doc=ID, file=NAME, 'section=Title > Subtitle', pages=3-9, tag:language=en "
+                             "(repeatable; all must hold)")
+    search.add_argument("--no-rerank", action="store_true", help="skip retrieval.reranker")
+    search.add_argument("--index", type=Path, default=None, help="an index folder (default: the latest)")
+    _add_index_root(_add_common(search, engine=False))
+    search.set_defaults(runner=_search)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the chosen task; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Our progress at INFO; libraries (faiss, sentence-transformers, py4j) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     # Sail logs every session start at INFO through Rust's logger; keep it to real problems.
     os.environ.setdefault("RUST_LOG", "error")
+    if hasattr(args, "runner"):
+        return args.runner(args)
     return _run_with_tables(args, args.task)
 
 

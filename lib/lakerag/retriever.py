@@ -35,7 +35,7 @@ class Filters:
 
     @classmethod
     def parse(cls, specs: list[str]) -> "Filters":
-        """From CLI strings: doc=ID, file=NAME, section=A/B, pages=3-9, tag:KEY=VALUE."""
+        """From CLI strings: doc=ID, file=NAME, section=A > B, pages=3-9, tag:KEY=VALUE."""
         values: dict[str, list] = {"doc_ids": [], "file_names": [], "tags": []}
         section: tuple[str, ...] = ()
         page_min = page_max = None
@@ -48,7 +48,8 @@ class Filters:
             elif key == "file":
                 values["file_names"].append(value)
             elif key == "section":
-                section = tuple(part.strip() for part in value.split("/") if part.strip())
+                # " > " as in citations: titles themselves may contain "/".
+                section = tuple(part.strip() for part in value.split(" > ") if part.strip())
             elif key == "pages":
                 low, _, high = value.partition("-")
                 page_min, page_max = int(low), int(high or low)

