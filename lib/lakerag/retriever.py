@@ -8,6 +8,7 @@ section and carry the whole section text for the prompt.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,12 +116,18 @@ class Retriever:
         sections = pd.read_parquet(self.folder / "sections.parquet")
         self.section_text = dict(zip(sections["section_id"], sections["text"]))
         self.dense = faiss.read_index(str(self.folder / "dense.faiss"))
+        # One query at a time: FAISS's OpenMP threads only add overhead and fight torch's
+        # threads for the cores (measured: 100k flat search 6.8 ms on 1 thread, 13.8 ms on 2).
+        faiss.omp_set_num_threads(1)
         self.sparse = bm25s.BM25.load(str(self.folder / "bm25"))
         stored = self.folder / "rerank.npy"
         self.rerank_vectors = np.load(stored) if stored.is_file() and self.manifest.get("rerank_model") == rerank_model else None
         self.reranker, self.rerank_model, self.cross_encoder = reranker, rerank_model, cross_encoder
         self.candidates, self.rrf_k, self.rerank_candidates = candidates, rrf_k, rerank_candidates
         self._encoded: dict[str, np.ndarray] = {}  # rerank vectors encoded on demand, by chunk id
+        self._section_of_row = self.chunks["section_id"].to_numpy()
+        # BM25 runs beside the dense search: query encoding and FAISS release the GIL.
+        self._sparse_worker = ThreadPoolExecutor(1, thread_name_prefix="bm25")
 
     @classmethod
     def from_settings(cls, folder: Path, settings) -> "Retriever":
@@ -211,30 +218,29 @@ class Retriever:
             raise ValueError("empty query")
         mask = filters.mask(self.chunks)
         depth = max(self.candidates, k)
-        rankings = []
-        if mode in ("dense", "hybrid"):
-            rankings.append(self.dense_ranking(query, depth, mask))
-        if mode in ("bm25", "hybrid"):
-            rankings.append(self.bm25_ranking(query, depth, mask))
+        sparse = self._sparse_worker.submit(self.bm25_ranking, query, depth, mask) if mode != "dense" else None
+        rankings = [self.dense_ranking(query, depth, mask)] if mode != "bm25" else []
+        if sparse is not None:
+            rankings.append(sparse.result())
         ranking = rankings[0] if len(rankings) == 1 else self.fuse(*rankings)
         if rerank:
             ranking = self.rerank(query, ranking)
         return self._section_hits(ranking, k)
 
     def _section_hits(self, ranking: list[tuple[int, float]], k: int) -> list[Hit]:
-        hits: list[Hit] = []
-        seen: set[str] = set()
+        """The best chunk of each of the first k sections in `ranking`, as hits."""
+        best: dict[str, tuple[int, float]] = {}
         for row, score in ranking:
+            best.setdefault(self._section_of_row[row], (row, score))
+            if len(best) == k:
+                break
+        hits: list[Hit] = []
+        for row, score in best.values():
             chunk = self.chunks.iloc[row]
-            if chunk.section_id in seen:
-                continue
-            seen.add(chunk.section_id)
             hits.append(Hit(
                 chunk_id=chunk.chunk_id, section_id=chunk.section_id, doc_id=chunk.doc_id, title=chunk.title,
                 file_name=chunk.file_name, heading_path=list(chunk.heading_path),
                 page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
                 section_text=self.section_text.get(chunk.section_id, chunk.text),
             ))
-            if len(hits) == k:
-                break
         return hits
