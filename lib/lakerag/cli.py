@@ -144,6 +144,13 @@ def _build_silver(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_task(tasks, name: str, task: Callable[..., int], summary: str, description: str):
+    """Add a subcommand that runs `task` on the engine; returns it and its location flag group."""
+    command = tasks.add_parser(name, help=summary, description=description)
+    command.set_defaults(task=task)
+    return command, _add_common(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lakerag` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -153,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lakerag {__version__}")
     tasks = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ingest = tasks.add_parser(
-        "ingest-bronze",
-        help="read the landing folder into bronze_documents / bronze_quarantine",
-        description="Read every file under --landing (recursively; hidden files skipped) with the "
+    ingest, _ = _engine_task(
+        tasks, "ingest-bronze", _ingest_bronze,
+        "read the landing folder into bronze_documents / bronze_quarantine",
+        "Read every file under --landing (recursively; hidden files skipped) with the "
                     "binaryFile source. Readable PDFs are merged into bronze_documents keyed by "
                     "(path, sha256 of the bytes); anything else goes to bronze_quarantine with a "
                     "reason. Re-running over unchanged files writes nothing; changed files supersede "
@@ -164,13 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--landing", default=os.environ.get("LAKERAG_LANDING", "data/corpus"),
                         help="folder or UC volume path with the PDFs (default %(default)s; env LAKERAG_LANDING)")
-    _add_common(ingest)
-    ingest.set_defaults(task=_ingest_bronze)
 
-    silver = tasks.add_parser(
-        "build-silver",
-        help="parse bronze PDFs into silver_documents / silver_sections / silver_chunks",
-        description="Parse every active bronze document not yet parsed by this parser version "
+    _engine_task(
+        tasks, "build-silver", _build_silver,
+        "parse bronze PDFs into silver_documents / silver_sections / silver_chunks",
+        "Parse every active bronze document not yet parsed by this parser version "
                     "into sections (from the PDF outline, else from font sizes) and chunks for "
                     "each strategy in silver.strategies. Documents that cannot be parsed "
                     "(encrypted, malformed, no text) land in silver_parse_failures with a reason. "
@@ -178,33 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "setting rebuilds only that strategy. Passwords for encrypted PDFs are read "
                     "from LAKERAG_PDF_PASSWORDS (one per line).",
     )
-    _add_common(silver)
-    silver.set_defaults(task=_build_silver)
 
-    gold = tasks.add_parser(
-        "embed-gold",
-        help="embed silver chunks into gold_embeddings",
-        description="Embed the chunks of gold.strategies with models.embedding (and gold.extra_models) "
+    _engine_task(
+        tasks, "embed-gold", _embed_gold,
+        "embed silver chunks into gold_embeddings",
+        "Embed the chunks of gold.strategies with models.embedding (and gold.extra_models) "
                     "using sentence-transformers from packaged weights or a model folder. Only chunks "
                     "without a vector from the current model version are embedded; vectors of chunks "
                     "that left silver are removed.",
     )
-    _add_common(gold)
-    gold.set_defaults(task=_embed_gold)
 
-    index = tasks.add_parser(
-        "build-index",
-        help="build the FAISS + BM25 index artifacts from gold (and sync Vector Search)",
-        description="Build the retrieval index of retrieval.strategy's chunks from gold_embeddings into "
+    index, where = _engine_task(
+        tasks, "build-index", _build_index,
+        "build the FAISS + BM25 index artifacts from gold (and sync Vector Search)",
+        "Build the retrieval index of retrieval.strategy's chunks from gold_embeddings into "
                     "<index-root>/<model>__<strategy>/v<gold version>/, once per gold table version. "
                     "With --vector-search-endpoint (Databricks), also create or sync a Delta Sync "
                     "Vector Search index over the gold vectors.",
     )
-    where = _add_common(index)
     _add_index_root(where)
     index.add_argument("--vector-search-endpoint", default=None,
                        help="Databricks Vector Search endpoint to create/sync the index on")
-    index.set_defaults(task=_build_index)
 
     search = tasks.add_parser(
         "search",

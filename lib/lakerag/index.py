@@ -29,6 +29,7 @@ from lakerag.settings import Settings
 from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_DOCUMENTS, SILVER_SECTIONS
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
 INDEX_FORMAT = 1
 MANIFEST = "manifest.json"
 

@@ -119,6 +119,9 @@ def load_sentence_model(name: str) -> "SentenceTransformer":
     """A sentence-transformers model on the CPU, loaded once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a folder path must never turn into a download
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per weight file is noise in job logs
 
     return SentenceTransformer(str(model_path(name)), device="cpu")
 
