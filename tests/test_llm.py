@@ -2,51 +2,17 @@
 Databricks client, and the smallest packaged model for the local one."""
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from lakerag.llm import DatabricksLLM, LLMError, LocalLLM, make_llm
 from lakerag.settings import LLMSettings, SettingsError
+from tests.scripted_http import ScriptedServer, chat_reply
 
 MESSAGES = [{"role": "system", "content": "Answer from the context."}, {"role": "user", "content": "What is Debian?"}]
-REPLY = {"model": "test-model", "choices": [{"message": {"role": "assistant", "content": "An operating system."}}],
-         "usage": {"prompt_tokens": 21, "completion_tokens": 4}}
-
-
-class ScriptedServer:
-    """An HTTP server on 127.0.0.1 that answers with scripted statuses and records each request."""
-
-    def __init__(self, statuses: list[int]):
-        self.statuses, self.requests = list(statuses), []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status = owner.statuses.pop(0)
-                payload = json.dumps(REPLY if status == 200 else {"error": {"message": "busy"}}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+ANSWER = "An operating system."
+REPLY = chat_reply(ANSWER)
 
 
 @pytest.fixture
@@ -60,38 +26,26 @@ def openai_settings(monkeypatch):
 
 
 def test_openai_backend_sends_the_exact_request_and_retries_429_and_500(openai_settings, caplog):
-    server = ScriptedServer([429, 500, 200])
-    try:
-        with caplog.at_level(logging.DEBUG):
-            completion = make_llm(openai_settings(server.base_url)).chat(MESSAGES)
-    finally:
-        server.close()
+    with ScriptedServer([(429, None), (500, None), (200, ANSWER)]) as server, caplog.at_level(logging.DEBUG):
+        completion = make_llm(openai_settings(server.base_url)).chat(MESSAGES)
     expected = {"model": "test-model", "messages": MESSAGES, "temperature": 0.0, "max_tokens": 64, "seed": 0}
     assert [r["body"] for r in server.requests] == [expected] * 3
     assert all(r["path"] == "/v1/chat/completions" for r in server.requests)
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-secret-123"
-    assert (completion.text, completion.prompt_tokens, completion.completion_tokens) == ("An operating system.", 21, 4)
+    assert (completion.text, completion.prompt_tokens, completion.completion_tokens) == (ANSWER, 21, 4)
     assert "sk-secret-123" not in caplog.text and "retry 2/3" in caplog.text
 
 
 def test_openai_backend_does_not_retry_a_bad_request(openai_settings):
-    server = ScriptedServer([400])
-    try:
-        with pytest.raises(LLMError, match="400"):
-            make_llm(openai_settings(server.base_url)).chat(MESSAGES, max_tokens=8, temperature=0.5)
-    finally:
-        server.close()
+    with ScriptedServer([(400, None)]) as server, pytest.raises(LLMError, match="400"):
+        make_llm(openai_settings(server.base_url)).chat(MESSAGES, max_tokens=8, temperature=0.5)
     assert len(server.requests) == 1
     assert (server.requests[0]["body"]["max_tokens"], server.requests[0]["body"]["temperature"]) == (8, 0.5)
 
 
 def test_openai_backend_gives_up_after_the_retry_budget(openai_settings):
-    server = ScriptedServer([503] * 4)
-    try:
-        with pytest.raises(LLMError, match="503"):
-            make_llm(openai_settings(server.base_url)).chat(MESSAGES)
-    finally:
-        server.close()
+    with ScriptedServer([(503, None)] * 4) as server, pytest.raises(LLMError, match="503"):
+        make_llm(openai_settings(server.base_url)).chat(MESSAGES)
     assert len(server.requests) == 4  # the first try and 3 retries
 
 

@@ -7,6 +7,7 @@ the same code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -81,6 +82,23 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     report = ingest_bronze(spark, lakehouse, args.landing, settings.bronze)
     log.info("ingested %d files in %.1f s", report.files_seen, time.perf_counter() - started)
     print_bronze_summary(spark, lakehouse, report)
+    return 0
+
+
+def _summarize_sections(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.summaries import run_summaries
+
+    if args.max_sections is not None:
+        settings = dataclasses.replace(
+            settings, summaries=dataclasses.replace(settings.summaries, max_sections=args.max_sections))
+    started = time.perf_counter()
+    report = run_summaries(spark, lakehouse, settings)
+    log.info("summaries done in %.1f s", time.perf_counter() - started)
+    print(f"summaries written: {report.written or 0}  removed: {report.removed}  "
+          f"tokens in/out: {report.prompt_tokens}/{report.completion_tokens}  "
+          f"qualifying sections left for later runs: {report.waiting}")
+    if not report.changed:
+        print("no changes: silver_section_summaries left as it was")
     return 0
 
 
@@ -183,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "setting rebuilds only that strategy. Passwords for encrypted PDFs are read "
                     "from LAKERAG_PDF_PASSWORDS (one per line).",
     )
+
+    summaries, _ = _engine_task(
+        tasks, "summarize-sections", _summarize_sections,
+        "write LLM summaries, titles, keywords and questions of silver sections",
+        "Summarise the silver sections that summaries.* admits (long enough, of the listed levels, "
+        "longest first, at most max_sections a run) with llm.*, and store the validated JSON "
+        "(summary, title, keywords, questions) in silver_section_summaries, keyed by section, "
+        "model and prompt version. Malformed output is asked for again, then recorded as a failed "
+        "row. Shows progress with an estimate; prints tokens in/out.",
+    )
+    summaries.add_argument("--max-sections", type=int, default=None,
+                           help="sections this run may summarise (overrides summaries.max_sections; 0 = all)")
 
     _engine_task(
         tasks, "embed-gold", _embed_gold,

@@ -15,6 +15,7 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     DataType,
+    DoubleType,
     FloatType,
     IntegerType,
     LongType,
@@ -204,6 +205,29 @@ SILVER_PARSE_STAGING = TableSpec(
     comment="Scratch: the latest parse batch (internal)",
 )
 
+SILVER_SECTION_SUMMARIES = TableSpec(
+    name="silver_section_summaries",
+    schema=StructType([
+        _field("section_id", StringType(), False, "the summarised silver section"),
+        _field("model", StringType(), False, "backend:model that wrote it"),
+        _field("prompt_version", StringType(), False, "summaries.prompt_version of the prompts used"),
+        _field("summary_id", StringType(), False, "hash of section id, model, prompt version"),
+        _field("doc_id", StringType(), False, "bronze doc_id"),
+        _field("status", StringType(), False, "ok | failed (malformed output after the retries, or a backend error)"),
+        _field("summary", StringType(), True, "2-4 sentence summary (ok rows)"),
+        _field("title", StringType(), True, "short title written by the model"),
+        _field("keywords", ArrayType(StringType(), False), True, "keywords written by the model"),
+        _field("questions", ArrayType(StringType(), False), True, "questions the section answers"),
+        _field("error", StringType(), True, "why a failed row failed"),
+        _field("prompt_tokens", IntegerType(), False, "tokens sent, all attempts"),
+        _field("completion_tokens", IntegerType(), False, "tokens generated, all attempts"),
+        _field("latency_s", DoubleType(), False, "seconds spent in the model, all attempts"),
+        _field("created_at", TimestampType(), False, "run time (UTC)"),
+    ]),
+    key=("section_id", "model", "prompt_version"),
+    comment="LLM summaries and metadata of sections, one row per (section, model, prompt version)",
+)
+
 GOLD_EMBEDDINGS = TableSpec(
     name="gold_embeddings",
     schema=StructType([
@@ -224,7 +248,7 @@ GOLD_EMBEDDINGS = TableSpec(
 
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
-    SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, GOLD_EMBEDDINGS,
+    SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
 )
 
 

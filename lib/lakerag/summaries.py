@@ -1,0 +1,181 @@
+"""Section summaries and LLM-extracted metadata (title, keywords, questions).
+
+The model must answer with one JSON object; `parse_metadata` validates it and nothing
+unvalidated is stored: malformed output is asked for again (summaries.retries), then recorded
+as a failed row with the reason. Rows are keyed by section, model and prompt version, so a
+re-run recomputes nothing and a new prompt version recomputes everything for its model.
+The model runs in the driver (a budget of sections per run, with progress and an estimate):
+a local CPU model is slow, and a served endpoint is a remote call either way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+from tqdm import tqdm
+
+from lakerag.engine import Lakehouse
+from lakerag.llm import LLM, LLMError, Messages, make_llm
+from lakerag.settings import Settings, SummarySettings
+from lakerag.tables import SILVER_SECTION_SUMMARIES, SILVER_SECTIONS, merge_into
+
+log = logging.getLogger(__name__)
+
+
+class MalformedOutput(ValueError):
+    """Model output that is not the JSON object the prompt asks for."""
+
+
+@dataclass(frozen=True)
+class SectionMetadata:
+    """Validated model output for one section."""
+
+    summary: str
+    title: str
+    keywords: list[str]
+    questions: list[str]
+
+
+def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
+    if not isinstance(value, list) or not low <= len(value) <= high:
+        raise MalformedOutput(f'"{name}" must be a list of {low} to {high} strings')
+    items = [item.strip() for item in value if isinstance(item, str) and item.strip()]
+    if len(items) != len(value):
+        raise MalformedOutput(f'"{name}" must hold non-empty strings only')
+    return items
+
+
+def parse_metadata(text: str) -> SectionMetadata:
+    """Model output -> validated metadata; raises MalformedOutput saying what is wrong."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        raise MalformedOutput("no JSON object in the output")
+    try:
+        data = json.loads(text[start: end + 1])
+    except json.JSONDecodeError as err:
+        raise MalformedOutput(f"invalid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise MalformedOutput("the JSON is not an object")
+    missing = sorted({"summary", "title", "keywords", "questions"} - set(data))
+    if missing:
+        raise MalformedOutput(f"missing keys {missing}")
+    summary, title = data["summary"], data["title"]
+    if not isinstance(summary, str) or not 20 <= len(summary.strip()) <= 1500:
+        raise MalformedOutput('"summary" must be a string of 20 to 1500 characters')
+    if not isinstance(title, str) or not 1 <= len(title.strip()) <= 200:
+        raise MalformedOutput('"title" must be a string of 1 to 200 characters')
+    questions = _strings(data["questions"], "questions", 1, 5)
+    if not all(question.endswith("?") for question in questions):
+        raise MalformedOutput('every entry of "questions" must end with "?"')
+    return SectionMetadata(summary.strip(), title.strip(), _strings(data["keywords"], "keywords", 1, 12), questions)
+
+
+def summary_messages(settings: SummarySettings, section: dict[str, Any]) -> Messages:
+    """The chat messages that ask for one section's summary and metadata."""
+    user = settings.user_prompt.format(heading_path=" > ".join(section["heading_path"]), title=section["title"],
+                                       text=section["text"][: settings.max_input_chars])
+    return [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": user}]
+
+
+def summarize_section(llm: LLM, settings: SummarySettings, section: dict[str, Any]) -> dict[str, Any]:
+    """One section -> the fields of its summaries row (status ok or failed, tokens, time)."""
+    messages = summary_messages(settings, section)
+    used = {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}
+    error = ""
+    for _ in range(1 + settings.retries):
+        try:
+            reply = llm.chat(messages, max_tokens=settings.max_new_tokens)
+        except LLMError as err:
+            return used | {"status": "failed", "error": f"backend: {err}"}
+        used = {"prompt_tokens": used["prompt_tokens"] + reply.prompt_tokens,
+                "completion_tokens": used["completion_tokens"] + reply.completion_tokens,
+                "latency_s": used["latency_s"] + reply.latency_s}
+        try:
+            metadata = parse_metadata(reply.text)
+        except MalformedOutput as err:
+            error = f"malformed output: {err}"
+            messages = messages + [
+                {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON object only."},
+            ]
+            continue
+        return used | {"status": "ok", "summary": metadata.summary, "title": metadata.title,
+                       "keywords": metadata.keywords, "questions": metadata.questions}
+    return used | {"status": "failed", "error": error}
+
+
+def qualifying_sections(sections: DataFrame, settings: SummarySettings) -> DataFrame:
+    """Sections the budget admits: long enough, of a listed level, longest first."""
+    chosen = sections.filter(F.length("text") >= settings.min_chars)
+    if settings.levels:
+        chosen = chosen.filter(F.col("level").isin(*settings.levels))
+    return chosen.orderBy(F.length("text").desc(), "section_id")
+
+
+@dataclass
+class SummaryReport:
+    """What one summaries run did, and what it cost."""
+
+    written: dict[str, int] = field(default_factory=dict)  # status -> rows
+    removed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    waiting: int = 0  # qualifying sections left for later runs by the budget
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.removed)
+
+
+def model_key(settings: Settings) -> str:
+    """How summaries rows name the model: backend and model."""
+    return f"{settings.llm.backend}:{settings.llm.model}"
+
+
+def run_summaries(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, llm: LLM | None = None,
+                  run_time: datetime | None = None) -> SummaryReport:
+    """Summarise the qualifying sections that have no row for this model and prompt version."""
+    run_time = run_time or datetime.now(timezone.utc)
+    config, model = settings.summaries, model_key(settings)
+    table = lakehouse.table(SILVER_SECTION_SUMMARIES.name)
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name))
+    mine = spark.table(table).filter(F.col("model") == model)
+    report = SummaryReport()
+    stale = (mine.join(sections.select("section_id"), "section_id", "left_anti")
+             .unionByName(mine.filter(F.col("prompt_version") != config.prompt_version))
+             .select(*SILVER_SECTION_SUMMARIES.key).distinct())
+    report.removed = stale.count()
+    if report.removed:
+        merge_into(spark, table, stale, SILVER_SECTION_SUMMARIES.key, matched="DELETE", insert=False)
+    todo = qualifying_sections(
+        sections.join(mine.filter(F.col("prompt_version") == config.prompt_version).select("section_id"),
+                      "section_id", "left_anti"), config)
+    waiting = todo.count()
+    batch = [row.asDict() for row in (todo.limit(config.max_sections) if config.max_sections else todo).collect()]
+    report.waiting = waiting - len(batch)
+    if not batch:
+        return report
+    llm = llm or make_llm(settings.llm)
+    log.info("summarising %d sections with %s (%d more qualify)", len(batch), model, report.waiting)
+    rows = []
+    for section in tqdm(batch, desc="summaries", unit="section", disable=None):
+        outcome = summarize_section(llm, config, section)
+        rows.append({
+            "section_id": section["section_id"], "model": model, "prompt_version": config.prompt_version,
+            "summary_id": hashlib.sha256(f"{section['section_id']}|{model}|{config.prompt_version}".encode())
+            .hexdigest()[:32],
+            "doc_id": section["doc_id"], "summary": None, "title": None, "keywords": None, "questions": None,
+            "error": None, "created_at": run_time, **outcome,
+        })
+        report.written[outcome["status"]] = report.written.get(outcome["status"], 0) + 1
+        report.prompt_tokens += outcome["prompt_tokens"]
+        report.completion_tokens += outcome["completion_tokens"]
+    merge_into(spark, table, spark.createDataFrame(rows, SILVER_SECTION_SUMMARIES.schema),
+               SILVER_SECTION_SUMMARIES.key)
+    return report
