@@ -32,7 +32,8 @@ logging.getLogger("pypdf").setLevel(logging.ERROR)
 LANGUAGE_SAMPLE_CHARS = 4000
 
 
-def _digest(*parts: Any) -> str:
+def content_id(*parts: Any) -> str:
+    """A row id derived from what the row is made of (32 hex chars of a sha256 over JSON)."""
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -51,7 +52,7 @@ def section_rows(doc_id: str, parsed: ParsedDocument) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     open_at_level: dict[int, str] = {}  # most recent section id at each level, for parents
     for ordinal, section in enumerate(parsed.sections):
-        section_id = _digest(doc_id, PARSER_VERSION, ordinal, section.heading_path, section.text)
+        section_id = content_id(doc_id, PARSER_VERSION, ordinal, section.heading_path, section.text)
         parents = [sid for level, sid in open_at_level.items() if level < section.level and level > 0]
         rows.append({
             "section_id": section_id, "doc_id": doc_id, "ordinal": ordinal,
@@ -84,7 +85,7 @@ def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, 
         chunks = chunker.chunk(section["text"], list(section["paragraph_pages"]), spec, tokens)
         for index, chunk in enumerate(chunks):
             rows.append({
-                "chunk_id": _digest(section["section_id"], fingerprint, index, chunk.text),
+                "chunk_id": content_id(section["section_id"], fingerprint, index, chunk.text),
                 "doc_id": section["doc_id"], "section_id": section["section_id"],
                 "strategy": spec.strategy, "chunker_fingerprint": fingerprint, "chunk_index": index,
                 "text": chunk.text, "token_count": chunk.token_count, "page_start": chunk.page_start,

@@ -36,6 +36,8 @@ from lakerag.tables import (
 
 log = logging.getLogger(__name__)
 PASSWORDS_ENV = "LAKERAG_PDF_PASSWORDS"
+
+
 def parse_documents(
     documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime
 ) -> DataFrame:
@@ -116,7 +118,6 @@ def run_silver(
     run_time = run_time or datetime.now(timezone.utc)
     specs = chunk_specs(settings)
     workers = resolve_parse_workers(settings.silver.parse_workers, engine)
-    start_pool(workers, settings.models.embedding)  # warms up while Spark plans the run
     table = {spec.name: lakehouse.table(spec.name) for spec in
              (BRONZE_DOCUMENTS, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_PARSE_FAILURES,
               SILVER_PARSE_STAGING)}
@@ -140,6 +141,7 @@ def run_silver(
 
     to_parse = active.join(done, "doc_id", "left_anti")
     if not to_parse.isEmpty():
+        start_pool(workers, settings.models.embedding)  # warms up while Spark plans the parse
         passwords = tuple(p for p in os.environ.get(PASSWORDS_ENV, "").splitlines() if p)
         log.info("parsing and chunking %d documents with %d process(es)", to_parse.count(), workers)
         parsed = parse_documents(to_parse, passwords, specs, workers, run_time)
@@ -188,6 +190,7 @@ def _sync_chunks(
         ["section_id", "strategy", "chunker_fingerprint"], "left_anti")
     if missing.isEmpty():
         return
+    start_pool(workers, specs[0].model)
     documents = spark.table(table["silver_documents"]).select(
         "doc_id", F.create_map(F.lit("doc_title"), "title", F.lit("file_name"), "file_name",
                                F.lit("language"), "language").alias("tags"))

@@ -9,7 +9,6 @@ a local CPU model is slow, and a served endpoint is a remote call either way.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 from tqdm import tqdm
 
+from lakerag.documents import content_id
 from lakerag.engine import Lakehouse
 from lakerag.llm import LLM, LLMError, Messages, make_llm
 from lakerag.settings import Settings, SummarySettings
@@ -168,8 +168,7 @@ def run_summaries(spark: SparkSession, lakehouse: Lakehouse, settings: Settings,
         outcome = summarize_section(llm, config, section)
         rows.append({
             "section_id": section["section_id"], "model": model, "prompt_version": config.prompt_version,
-            "summary_id": hashlib.sha256(f"{section['section_id']}|{model}|{config.prompt_version}".encode())
-            .hexdigest()[:32],
+            "summary_id": content_id(section["section_id"], model, config.prompt_version),
             "doc_id": section["doc_id"], "summary": None, "title": None, "keywords": None, "questions": None,
             "error": None, "created_at": run_time, **outcome,
         })
