@@ -71,3 +71,16 @@ def assert_same_rows(actual, expected, key: list[str]) -> None:
     from chispa import assert_df_equality
 
     assert_df_equality(actual.orderBy(*key), expected.orderBy(*key), ignore_nullable=True)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path) -> Iterator[str]:
+    """A fresh sqlite MLflow tracking store and registry for one test; returns its URI."""
+    import mlflow
+
+    from lakerag.tracking import configure_mlflow, use_experiment
+
+    uri = configure_mlflow(None, None, tmp_path / "mlflow")
+    use_experiment("lakerag-test", tmp_path / "mlflow")
+    yield uri
+    mlflow.set_tracking_uri(None)

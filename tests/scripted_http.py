@@ -2,9 +2,12 @@
 answers with scripted replies and records every request, so tests check exactly what we send."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from lakerag.settings import LLMSettings, Settings
 
 
 def chat_reply(content: str, prompt_tokens: int = 21, completion_tokens: int = 4) -> dict:
@@ -46,3 +49,14 @@ class ScriptedServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def served_settings(server: ScriptedServer, **summaries) -> Settings:
+    """Default settings with the LLM at `server` (no retries) and summaries.* overridden; by
+    default two sections of at least 1,000 characters a run (pdflatex-outline.pdf has three)."""
+    base = Settings()
+    return dataclasses.replace(
+        base,
+        llm=LLMSettings(backend="openai", model="test-model", base_url=server.base_url, max_retries=0,
+                        api_key_env="NO_KEY_HERE"),
+        summaries=dataclasses.replace(base.summaries, **({"min_chars": 1000, "max_sections": 2} | summaries)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -10,11 +11,15 @@ from deltalake import DeltaTable
 
 from lakerag.bronze import ingest_bronze
 from lakerag.gold import encode, run_gold
+from lakerag.index import build_index
 from lakerag.models import model_path
+from lakerag.retriever import Retriever
 from lakerag.settings import Settings
 from lakerag.silver import run_silver
-from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS
+from lakerag.summaries import run_summaries
+from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
 from tests.conftest import put
+from tests.scripted_http import ScriptedServer, served_settings
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -77,3 +82,37 @@ def test_a_second_model_lives_beside_the_first(spark, lakehouse, landing, tmp_pa
     by_model = {r.model_name: r for r in gold(spark, lakehouse).collect()}
     assert by_model[str(second)].model_version.startswith("local:")
     assert np.allclose(by_model[MODEL].vector, by_model[str(second)].vector, atol=1e-5)
+
+
+def test_a_summary_gets_a_vector_and_matching_it_returns_the_whole_section(spark, lakehouse, landing, tmp_path):
+    put(landing, "outline.pdf", "pdflatex-outline.pdf")
+    ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
+    run_silver(spark, lakehouse, Settings(), "sail")
+    metadata = {"summary": "How a quokka keeps the lighthouse ledger in order.", "title": "Quokka ledger",
+                "keywords": ["quokka"], "questions": ["Who keeps the lighthouse ledger?"]}
+    with ScriptedServer([(200, json.dumps(metadata))]) as server:
+        settings = served_settings(server, max_sections=1)
+        run_summaries(spark, lakehouse, settings)
+    summary = spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).first()
+    report = run_gold(spark, lakehouse, settings)
+    chunks = spark.table(lakehouse.table(SILVER_CHUNKS.name)).filter("strategy = 'section'").count()
+    assert report.embedded == {MODEL: chunks + 1}
+    row = gold(spark, lakehouse).filter("kind = 'summary'").first()
+    assert (row.item_id, row.section_id, row.strategy) == (summary.summary_id, summary.section_id, "summary")
+    np.testing.assert_allclose(row.vector, encode([
+        "Quokka ledger How a quokka keeps the lighthouse ledger in order. Who keeps the lighthouse ledger?"],
+        MODEL, 1)[0], rtol=1e-4, atol=1e-5)
+
+    folder = build_index(spark, lakehouse, settings, tmp_path / "indexes").folder
+    hits = Retriever(folder, reranker="none").search("quokka lighthouse ledger", k=1, mode="bm25")
+    section = spark.table(lakehouse.table(SILVER_SECTIONS.name)).filter(
+        F.col("section_id") == summary.section_id).first()
+    assert [(h.kind, h.section_id, h.section_text, h.page_start) for h in hits] == [
+        ("summary", section.section_id, section.text, section.page_start)]
+
+    # a new prompt version retires the old summary, and its vector with it
+    newer = dataclasses.replace(settings, summaries=dataclasses.replace(settings.summaries, prompt_version="v2",
+                                                                        max_sections=0, min_chars=10**6))
+    run_summaries(spark, lakehouse, newer)
+    assert run_gold(spark, lakehouse, newer).removed == {MODEL: 1}
+    assert gold(spark, lakehouse).filter("kind = 'summary'").isEmpty()

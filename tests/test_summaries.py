@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import mlflow
+import pyspark.sql.functions as F
 import pytest
 from deltalake import DeltaTable
 
 from lakerag.bronze import ingest_bronze
-from lakerag.settings import LLMSettings, Settings
+from lakerag.settings import Settings
 from lakerag.silver import run_silver
-from lakerag.summaries import MalformedOutput, parse_metadata, run_summaries
-from lakerag.tables import SILVER_SECTION_SUMMARIES
+from lakerag.summaries import MalformedOutput, parse_metadata, run_params, run_summaries
+from lakerag.tracking import log_task_run
+from lakerag.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
 from tests.conftest import put
-from tests.scripted_http import ScriptedServer
+from tests.scripted_http import ScriptedServer, served_settings
 
 GOOD = {"summary": "The section explains how outlines are written with hyperref.", "title": "Outlines",
         "keywords": ["outline", "hyperref"], "questions": ["How do I add bookmarks to a PDF?"]}
@@ -43,16 +46,6 @@ def test_malformed_output_is_rejected_with_the_reason(text, reason):
         parse_metadata(text)
 
 
-def settings_for(server: ScriptedServer, **summaries) -> Settings:
-    base = Settings()
-    return dataclasses.replace(
-        base,
-        llm=LLMSettings(backend="openai", model="test-model", base_url=server.base_url, max_retries=0,
-                        api_key_env="NO_KEY_HERE"),
-        # three sections of pdflatex-outline.pdf have 1,000 characters or more
-        summaries=dataclasses.replace(base.summaries, min_chars=1000, max_sections=2, **summaries))
-
-
 def rows(spark, lakehouse):
     return sorted(spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).collect(), key=lambda r: r.section_id)
 
@@ -63,7 +56,7 @@ def test_summaries_are_stored_kept_and_recomputed_for_a_new_prompt(spark, lakeho
     run_silver(spark, lakehouse, Settings(), "sail")
     good = json.dumps(GOOD)
     with ScriptedServer([(200, "Sure! Here is a summary of the section."), (200, good), (200, good)]) as server:
-        report = run_summaries(spark, lakehouse, settings_for(server))
+        report = run_summaries(spark, lakehouse, served_settings(server))
         # the malformed first answer was sent back with a request to answer with JSON only
         retry = server.requests[1]["body"]["messages"]
         assert [m["role"] for m in retry] == ["system", "user", "assistant", "user"]
@@ -77,17 +70,17 @@ def test_summaries_are_stored_kept_and_recomputed_for_a_new_prompt(spark, lakeho
     assert sorted(r.prompt_tokens for r in stored) == [21, 42]
 
     with ScriptedServer([(200, good)]) as server:
-        rest = run_summaries(spark, lakehouse, settings_for(server))
+        rest = run_summaries(spark, lakehouse, served_settings(server))
     assert (rest.written, rest.waiting, len(rows(spark, lakehouse))) == ({"ok": 1}, 0, 3)
 
     version = DeltaTable(lakehouse.location(SILVER_SECTION_SUMMARIES.name)).version()
     with ScriptedServer([]) as server:
-        again = run_summaries(spark, lakehouse, settings_for(server))
+        again = run_summaries(spark, lakehouse, served_settings(server))
         assert server.requests == [] and not again.changed
     assert DeltaTable(lakehouse.location(SILVER_SECTION_SUMMARIES.name)).version() == version
 
     with ScriptedServer([(200, good), (200, good)]) as server:
-        changed = run_summaries(spark, lakehouse, settings_for(server, prompt_version="v2"))
+        changed = run_summaries(spark, lakehouse, served_settings(server, prompt_version="v2"))
         assert len(server.requests) == 2
     assert (changed.removed, changed.written, changed.waiting) == (3, {"ok": 2}, 1)
     assert [r.prompt_version for r in rows(spark, lakehouse)] == ["v2", "v2"]
@@ -99,7 +92,7 @@ def test_output_still_malformed_after_the_retry_is_a_failed_row(spark, lakehouse
     run_silver(spark, lakehouse, Settings(), "sail")
     bad = json.dumps(GOOD | {"questions": []})
     with ScriptedServer([(200, bad), (200, bad), (500, None)]) as server:
-        report = run_summaries(spark, lakehouse, settings_for(server))
+        report = run_summaries(spark, lakehouse, served_settings(server))
     assert report.written == {"failed": 2}
     errors = sorted(r.error for r in rows(spark, lakehouse))
     assert errors[0].startswith("backend: HTTPError: HTTP Error 500")
@@ -125,3 +118,36 @@ def test_local_model_summarises_real_sections_once(spark, lakehouse, landing):
     version = DeltaTable(lakehouse.location(SILVER_SECTION_SUMMARIES.name)).version()
     assert not run_summaries(spark, lakehouse, settings).changed
     assert DeltaTable(lakehouse.location(SILVER_SECTION_SUMMARIES.name)).version() == version
+
+
+def test_a_long_section_is_summarised_from_its_chunks(spark, lakehouse, landing, mlflow_store):
+    put(landing, "outline.pdf", "pdflatex-outline.pdf")
+    ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
+    run_silver(spark, lakehouse, Settings(), "sail")
+    longest = (spark.table(lakehouse.table(SILVER_SECTIONS.name)).orderBy(F.length("text").desc()).first())
+    paragraphs = [c.text for c in spark.table(lakehouse.table(SILVER_CHUNKS.name))
+                  .filter((F.col("section_id") == longest.section_id) & (F.col("strategy") == "paragraph"))
+                  .orderBy("chunk_index").collect()]
+    assert len(paragraphs) >= 2
+    chunk_summaries = [(200, f"Part {i} explains bookmarks.") for i in range(len(paragraphs))]
+    with ScriptedServer(chunk_summaries + [(200, json.dumps(GOOD))]) as server:
+        report = run_summaries(spark, lakehouse, served_settings(server, max_sections=1, max_input_chars=500))
+    assert report.written == {"ok": 1}
+    # one call per paragraph chunk, in order, each quoting its chunk; then the metadata call
+    # gets the joined chunk summaries instead of the cut-off section text
+    asked = [r["body"]["messages"] for r in server.requests]
+    assert [m[-1]["content"].split('"""')[1].strip() for m in asked[:-1]] == paragraphs
+    assert all(r["body"]["max_tokens"] == 80 for r in server.requests[:-1])
+    assert asked[-1][-1]["content"].split('"""')[1].strip() == "\n".join(
+        f"- Part {i} explains bookmarks." for i in range(len(paragraphs)))
+    stored = rows(spark, lakehouse)
+    calls = len(paragraphs) + 1
+    assert [(r.section_id, r.prompt_tokens, r.completion_tokens) for r in stored] == [
+        (longest.section_id, 21 * calls, 4 * calls)]
+
+    # the run's cost goes to MLflow
+    settings = served_settings(server, max_sections=1, max_input_chars=500)
+    run = mlflow.get_run(log_task_run("summarize-sections", run_params(settings), report.metrics()))
+    assert run.data.params["model"] == "openai:test-model"
+    assert run.data.metrics == {"sections_ok": 1, "sections_failed": 0, "sections_removed": 0,
+                                "sections_waiting": 2, "prompt_tokens": 21 * calls, "completion_tokens": 4 * calls}

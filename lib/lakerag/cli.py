@@ -51,6 +51,28 @@ def _add_index_root(group: argparse._ArgumentGroup) -> None:
                             "<lake-root>/indexes/<catalog>/<schema>; env LAKERAG_INDEX_ROOT")
 
 
+def _add_mlflow(group: argparse._ArgumentGroup) -> None:
+    from lakerag.tracking import DEFAULT_EXPERIMENT
+
+    group.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                       help="MLflow tracking store (default sqlite:///<lake-root>/mlflow.db; "
+                            "'databricks' on Databricks; env MLFLOW_TRACKING_URI)")
+    group.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"),
+                       help="MLflow model registry (default: the tracking store; 'databricks-uc' for "
+                            "Unity Catalog; env MLFLOW_REGISTRY_URI)")
+    group.add_argument("--experiment", default=os.environ.get("LAKERAG_EXPERIMENT", DEFAULT_EXPERIMENT),
+                       help="MLflow experiment (a workspace path such as /Shared/lakerag on Databricks; "
+                            "default %(default)s; env LAKERAG_EXPERIMENT)")
+
+
+def _mlflow_experiment(args: argparse.Namespace) -> str:
+    """Configure MLflow from the flags and activate the experiment; returns its id."""
+    from lakerag.tracking import configure_mlflow, use_experiment
+
+    configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
+    return use_experiment(args.experiment, args.lake_root)
+
+
 def _index_root(args: argparse.Namespace) -> Path:
     if args.index_root:
         return Path(args.index_root)
@@ -86,7 +108,8 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 
 
 def _summarize_sections(spark, lakehouse, settings, args: argparse.Namespace) -> int:
-    from lakerag.summaries import run_summaries
+    from lakerag.summaries import run_params, run_summaries
+    from lakerag.tracking import log_task_run
 
     if args.max_sections is not None:
         settings = dataclasses.replace(
@@ -97,6 +120,8 @@ def _summarize_sections(spark, lakehouse, settings, args: argparse.Namespace) ->
     print(f"summaries written: {report.written or 0}  removed: {report.removed}  "
           f"tokens in/out: {report.prompt_tokens}/{report.completion_tokens}  "
           f"qualifying sections left for later runs: {report.waiting}")
+    _mlflow_experiment(args)
+    log_task_run("summarize-sections", run_params(settings), report.metrics())
     if not report.changed:
         print("no changes: silver_section_summaries left as it was")
     return 0
@@ -202,15 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "from LAKERAG_PDF_PASSWORDS (one per line).",
     )
 
-    summaries, _ = _engine_task(
+    summaries, where = _engine_task(
         tasks, "summarize-sections", _summarize_sections,
         "write LLM summaries, titles, keywords and questions of silver sections",
         "Summarise the silver sections that summaries.* admits (long enough, of the listed levels, "
         "longest first, at most max_sections a run) with llm.*, and store the validated JSON "
         "(summary, title, keywords, questions) in silver_section_summaries, keyed by section, "
         "model and prompt version. Malformed output is asked for again, then recorded as a failed "
-        "row. Shows progress with an estimate; prints tokens in/out.",
+        "row. Shows progress with an estimate; prints tokens in/out and logs the run's totals "
+        "(sections by status, tokens in/out) to MLflow.",
     )
+    _add_mlflow(where)
     summaries.add_argument("--max-sections", type=int, default=None,
                            help="sections this run may summarise (overrides summaries.max_sections; 0 = all)")
 

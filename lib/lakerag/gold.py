@@ -1,4 +1,5 @@
-"""Gold: silver chunks -> gold_embeddings, one L2-normalised vector per (chunk, model).
+"""Gold: silver chunks and section summaries -> gold_embeddings, one L2-normalised vector per
+(item, model); kind `chunk` or `summary`.
 
 Incremental: only chunks without a vector from the current model version are embedded;
 vectors of chunks that left silver (their document was superseded or deleted, or a chunking
@@ -20,7 +21,15 @@ from pyspark.sql import DataFrame, SparkSession
 from lakerag.engine import Lakehouse
 from lakerag.models import load_sentence_model, model_version
 from lakerag.settings import Settings
-from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, merge_into
+from lakerag.summaries import model_key, summary_text
+from lakerag.tables import (
+    GOLD_EMBEDDINGS,
+    SILVER_CHUNKS,
+    SILVER_SECTION_SUMMARIES,
+    SILVER_SECTIONS,
+    SUMMARY,
+    merge_into,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +74,36 @@ def embedding_models(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.models.embedding, *settings.gold.extra_models]))
 
 
-def run_gold(
-    spark: SparkSession, lakehouse: Lakehouse, settings: Settings, run_time: datetime | None = None
-) -> GoldReport:
-    """Bring gold_embeddings in line with the silver chunks of the embedded strategies."""
-    run_time = run_time or datetime.now(timezone.utc)
-    gold_table = lakehouse.table(GOLD_EMBEDDINGS.name)
+def summary_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
+    """The ok summaries of llm.* at summaries.prompt_version whose section is still in silver, as
+    items; the text embedded is title, summary and the questions the section answers."""
+    summaries = (spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name))
+                 .filter((F.col("status") == "ok") & (F.col("model") == model_key(settings))
+                         & (F.col("prompt_version") == settings.summaries.prompt_version)))
+    return (summaries.join(spark.table(lakehouse.table(SILVER_SECTIONS.name)).select("section_id"), "section_id")
+            .select(F.col("summary_id").alias("item_id"), F.lit(SUMMARY).alias("kind"), "doc_id", "section_id",
+                    F.lit(SUMMARY).alias("strategy"),
+                    summary_text().alias("text")))
+
+
+def gold_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
+    """Everything gold should hold a vector of: chunks of gold.strategies, and summaries."""
     items = (spark.table(lakehouse.table(SILVER_CHUNKS.name))
              .filter(F.col("strategy").isin(*settings.gold.strategies))
              .select(F.col("chunk_id").alias("item_id"), F.lit("chunk").alias("kind"), "doc_id",
                      "section_id", "strategy", "text"))
+    if settings.gold.summaries:
+        items = items.unionByName(summary_items(spark, lakehouse, settings))
+    return items
+
+
+def run_gold(
+    spark: SparkSession, lakehouse: Lakehouse, settings: Settings, run_time: datetime | None = None
+) -> GoldReport:
+    """Bring gold_embeddings in line with the silver chunks and summaries it should embed."""
+    run_time = run_time or datetime.now(timezone.utc)
+    gold_table = lakehouse.table(GOLD_EMBEDDINGS.name)
+    items = gold_items(spark, lakehouse, settings)
     report = GoldReport()
     for model in embedding_models(settings):
         version = model_version(model)
@@ -86,7 +115,7 @@ def run_gold(
                               .select("item_id", "model_name", "model_version")))
         stale_keys = [(r.item_id, r.model_name) for r in stale.select("item_id", "model_name").distinct().collect()]
         if stale_keys:
-            log.info("%s: removing %d vectors of chunks no longer in silver or of an older model", model,
+            log.info("%s: removing %d vectors of items no longer in silver or of an older model", model,
                      len(stale_keys))
             merge_into(spark, gold_table, spark.createDataFrame(stale_keys, "item_id string, model_name string"),
                        GOLD_EMBEDDINGS.key, matched="DELETE", insert=False)
@@ -94,7 +123,7 @@ def run_gold(
         missing = items.join(current, "item_id", "left_anti")
         count = missing.count()
         if count:
-            log.info("%s: embedding %d chunks", model, count)
+            log.info("%s: embedding %d chunks and summaries", model, count)
             embed_items(missing, model, version, settings.gold.batch_size, run_time).write.insertInto(gold_table)
         report.embedded[model] = count
     return report

@@ -1,8 +1,8 @@
 """Retrieval index artifacts built from gold: FAISS (dense), bm25s (sparse), hit metadata.
 
 An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
-`dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, text, citation
-fields, tags), `sections.parquet` (full section text for parent expansion), optionally
+`dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
+summary, text, citation fields, tags), `sections.parquet` (full section text for parent expansion), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
@@ -22,15 +22,23 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyspark.sql.functions as F
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from lakerag.engine import Lakehouse
 from lakerag.settings import Settings
-from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_DOCUMENTS, SILVER_SECTIONS
+from lakerag.summaries import summary_text
+from lakerag.tables import (
+    GOLD_EMBEDDINGS,
+    SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
+    SILVER_SECTION_SUMMARIES,
+    SILVER_SECTIONS,
+    SUMMARY,
+)
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: summary rows (kind column)
 MANIFEST = "manifest.json"
 
 
@@ -98,6 +106,23 @@ def table_version(spark: SparkSession, lakehouse: Lakehouse, name: str) -> int:
     return int(spark.sql(f"DESCRIBE HISTORY {lakehouse.table(name)} LIMIT 1").first()["version"])
 
 
+def summary_rows(spark: SparkSession, lakehouse: Lakehouse, vectors_of: DataFrame, chunk_rows: DataFrame) -> DataFrame:
+    """Summary vectors as index rows shaped like chunk rows: the summary text, the section's
+    pages and heading path, the tags of its document's chunks (chunk_index -1)."""
+    summaries = spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).select(
+        F.col("summary_id").alias("chunk_id"),
+        summary_text().alias("text"))
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).select(
+        "section_id", "doc_id", "page_start", "page_end", "heading_path")
+    tags = chunk_rows.groupBy("doc_id").agg(F.first("tags").alias("tags"))
+    return (vectors_of.filter(F.col("kind") == SUMMARY).drop("strategy")
+            .join(summaries, "chunk_id")
+            .join(sections, "section_id")
+            .join(tags, "doc_id")
+            .select("chunk_id", "kind", "vector", "doc_id", "section_id", F.lit(-1).alias("chunk_index"), "text",
+                    F.lit(0).alias("token_count"), "page_start", "page_end", "heading_path", "tags"))
+
+
 @dataclass
 class IndexReport:
     folder: Path
@@ -115,10 +140,12 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
         return IndexReport(folder, False, json.loads((folder / MANIFEST).read_text())["vectors"])
     gold = spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
     documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
-    chunks = (gold.filter((F.col("model_name") == model) & (F.col("strategy") == strategy))
-              .select(F.col("item_id").alias("chunk_id"), "vector")
-              .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint"),
-                    "chunk_id")
+    vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",
+                                                                    "strategy", "section_id", "vector")
+    chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
+                  .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint"),
+                        "chunk_id"))
+    chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, vectors_of, chunk_rows))
               .join(documents, "doc_id")
               .orderBy("chunk_id")
               .toPandas())

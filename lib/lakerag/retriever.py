@@ -3,7 +3,8 @@
 dense (FAISS) | bm25 (bm25s) | hybrid (reciprocal rank fusion of both), metadata filters
 applied inside each retriever, an optional reranking stage (cosine rescoring with a larger
 bi-encoder, or a CrossEncoder from a folder), and parent expansion: hits are grouped by
-section and carry the whole section text for the prompt.
+section and carry the whole section text for the prompt, whether a chunk of the section or its
+LLM summary matched.
 """
 from __future__ import annotations
 
@@ -95,8 +96,9 @@ class Hit:
     page_start: int
     page_end: int
     score: float
-    text: str  # the matching chunk
+    text: str  # the matching chunk, or the section's summary
     section_text: str  # the whole section, for the prompt
+    kind: str = "chunk"  # what matched: chunk | summary
     scores: dict[str, float] = field(default_factory=dict)
 
     def citation(self) -> str:
@@ -241,6 +243,6 @@ class Retriever:
                 chunk_id=chunk.chunk_id, section_id=chunk.section_id, doc_id=chunk.doc_id, title=chunk.title,
                 file_name=chunk.file_name, heading_path=list(chunk.heading_path),
                 page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
-                section_text=self.section_text.get(chunk.section_id, chunk.text),
+                section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.kind,
             ))
         return hits

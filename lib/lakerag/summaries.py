@@ -16,14 +16,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyspark.sql.functions as F
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from tqdm import tqdm
 
 from lakerag.documents import content_id
 from lakerag.engine import Lakehouse
 from lakerag.llm import LLM, LLMError, Messages, make_llm
 from lakerag.settings import Settings, SummarySettings
-from lakerag.tables import SILVER_SECTION_SUMMARIES, SILVER_SECTIONS, merge_into
+from lakerag.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +76,68 @@ def parse_metadata(text: str) -> SectionMetadata:
     return SectionMetadata(summary.strip(), title.strip(), _strings(data["keywords"], "keywords", 1, 12), questions)
 
 
-def summary_messages(settings: SummarySettings, section: dict[str, Any]) -> Messages:
-    """The chat messages that ask for one section's summary and metadata."""
+def summary_messages(settings: SummarySettings, section: dict[str, Any], text: str) -> Messages:
+    """The chat messages that ask for one section's summary and metadata, given its `text`."""
     user = settings.user_prompt.format(heading_path=" > ".join(section["heading_path"]), title=section["title"],
-                                       text=section["text"][: settings.max_input_chars])
+                                       text=text[: settings.max_input_chars])
     return [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": user}]
 
 
+class _Usage:
+    """Tokens and model time summed over the calls made for one section."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens, self.completion_tokens, self.latency_s = 0, 0, 0.0
+
+    def add(self, reply) -> str:
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        self.latency_s += reply.latency_s
+        return reply.text
+
+    def fields(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "latency_s": self.latency_s}
+
+
+def section_input(llm: LLM, settings: SummarySettings, section: dict[str, Any], usage: _Usage) -> str:
+    """The text the metadata prompt gets: the section itself when it fits max_input_chars, else
+    the joined one-line summaries of its chunks (map step), so a long section is covered whole."""
+    text, chunks = section["text"], section.get("chunks") or []
+    if len(text) <= settings.max_input_chars or not chunks:
+        return text
+    heading = " > ".join(section["heading_path"])
+    parts = []
+    for chunk in chunks[: settings.max_chunks]:
+        prompt = settings.chunk_prompt.format(heading_path=heading, text=chunk)
+        reply = llm.chat([{"role": "user", "content": prompt}], max_tokens=settings.chunk_max_new_tokens)
+        parts.append(" ".join(usage.add(reply).split()))
+    return "\n".join(f"- {part}" for part in parts if part)
+
+
 def summarize_section(llm: LLM, settings: SummarySettings, section: dict[str, Any]) -> dict[str, Any]:
-    """One section -> the fields of its summaries row (status ok or failed, tokens, time)."""
-    messages = summary_messages(settings, section)
-    used = {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}
-    error = ""
-    for _ in range(1 + settings.retries):
-        try:
-            reply = llm.chat(messages, max_tokens=settings.max_new_tokens)
-        except LLMError as err:
-            return used | {"status": "failed", "error": f"backend: {err}"}
-        used = {"prompt_tokens": used["prompt_tokens"] + reply.prompt_tokens,
-                "completion_tokens": used["completion_tokens"] + reply.completion_tokens,
-                "latency_s": used["latency_s"] + reply.latency_s}
-        try:
-            metadata = parse_metadata(reply.text)
-        except MalformedOutput as err:
-            error = f"malformed output: {err}"
-            messages = messages + [
-                {"role": "assistant", "content": reply.text},
-                {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON object only."},
-            ]
-            continue
-        return used | {"status": "ok", "summary": metadata.summary, "title": metadata.title,
-                       "keywords": metadata.keywords, "questions": metadata.questions}
-    return used | {"status": "failed", "error": error}
+    """One section (with `chunks`: its chunk texts in order, used when it is long) -> the fields
+    of its summaries row (status ok or failed, tokens, time)."""
+    usage = _Usage()
+    try:
+        messages = summary_messages(settings, section, section_input(llm, settings, section, usage))
+        error = ""
+        for _ in range(1 + settings.retries):
+            text = usage.add(llm.chat(messages, max_tokens=settings.max_new_tokens))
+            try:
+                metadata = parse_metadata(text)
+            except MalformedOutput as err:
+                error = f"malformed output: {err}"
+                messages = messages + [
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON object only."},
+                ]
+                continue
+            return usage.fields() | {"status": "ok", "summary": metadata.summary, "title": metadata.title,
+                                     "keywords": metadata.keywords, "questions": metadata.questions}
+    except LLMError as err:
+        return usage.fields() | {"status": "failed", "error": f"backend: {err}"}
+    return usage.fields() | {"status": "failed", "error": error}
 
 
 def qualifying_sections(sections: DataFrame, settings: SummarySettings) -> DataFrame:
@@ -131,6 +161,45 @@ class SummaryReport:
     @property
     def changed(self) -> bool:
         return bool(self.written or self.removed)
+
+    def metrics(self) -> dict[str, float]:
+        """Run totals for MLflow: rows by status, tokens in/out, sections left for later."""
+        return {"sections_ok": self.written.get("ok", 0), "sections_failed": self.written.get("failed", 0),
+                "sections_removed": self.removed, "sections_waiting": self.waiting,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+def run_params(settings: Settings) -> dict[str, Any]:
+    """What a summaries run is keyed and budgeted by, for MLflow (no secrets: keys stay in env)."""
+    config = settings.summaries
+    return {"model": model_key(settings), "prompt_version": config.prompt_version,
+            "max_sections": config.max_sections, "min_chars": config.min_chars,
+            "max_input_chars": config.max_input_chars, "max_new_tokens": config.max_new_tokens}
+
+
+def _attach_chunks(spark: SparkSession, lakehouse: Lakehouse, config: SummarySettings,
+                   batch: list[dict[str, Any]]) -> None:
+    """Give each long section of `batch` its chunk texts (chunk_strategy, in order)."""
+    long_ids = [s["section_id"] for s in batch if len(s["text"]) > config.max_input_chars]
+    if not long_ids:
+        return
+    chunks = (spark.table(lakehouse.table(SILVER_CHUNKS.name))
+              .filter((F.col("strategy") == config.chunk_strategy) & F.col("section_id").isin(*long_ids))
+              .select("section_id", "chunk_index", "text").collect())
+    by_section: dict[str, list] = {}
+    for chunk in sorted(chunks, key=lambda c: (c.section_id, c.chunk_index)):
+        by_section.setdefault(chunk.section_id, []).append(chunk.text)
+    for section in batch:
+        section["chunks"] = by_section.get(section["section_id"], [])
+        if section["section_id"] in long_ids and not section["chunks"]:
+            log.warning("section %s is longer than summaries.max_input_chars but has no %s chunks: its first "
+                        "%d characters are summarised", section["section_id"], config.chunk_strategy,
+                        config.max_input_chars)
+
+
+def summary_text() -> Column:
+    """What a summary row contributes to search: its title, summary and questions in one string."""
+    return F.concat_ws(" ", "title", "summary", F.array_join("questions", " "))
 
 
 def model_key(settings: Settings) -> str:
@@ -161,6 +230,7 @@ def run_summaries(spark: SparkSession, lakehouse: Lakehouse, settings: Settings,
     report.waiting = waiting - len(batch)
     if not batch:
         return report
+    _attach_chunks(spark, lakehouse, config, batch)
     llm = llm or make_llm(settings.llm)
     log.info("summarising %d sections with %s (%d more qualify)", len(batch), model, report.waiting)
     rows = []

@@ -32,6 +32,8 @@ from lakerag.engine import Lakehouse
 # older version of a file still present is `superseded`; a file gone from landing is `deleted`
 # (a tombstone that later layers honour). Rows are never removed.
 ACTIVE, SUPERSEDED, DELETED = "active", "superseded", "deleted"
+# gold_embeddings kind (and strategy) of a section summary's vector; chunks have kind "chunk".
+SUMMARY = "summary"
 
 
 def _field(name: str, data_type: DataType, nullable: bool, comment: str) -> StructField:
@@ -231,12 +233,12 @@ SILVER_SECTION_SUMMARIES = TableSpec(
 GOLD_EMBEDDINGS = TableSpec(
     name="gold_embeddings",
     schema=StructType([
-        _field("item_id", StringType(), False, "the embedded item: a silver chunk_id"),
-        _field("kind", StringType(), False, "chunk (later: summary)"),
+        _field("item_id", StringType(), False, "the embedded item: a silver chunk_id or a summary_id"),
+        _field("kind", StringType(), False, "chunk | summary (of a section, from silver_section_summaries)"),
         _field("model_name", StringType(), False, "packaged model name or model folder"),
         _field("doc_id", StringType(), False, "bronze doc_id of the item"),
         _field("section_id", StringType(), False, "silver section of the item"),
-        _field("strategy", StringType(), False, "chunking strategy of the item"),
+        _field("strategy", StringType(), False, "chunking strategy of the item; summary for summaries"),
         _field("model_version", StringType(), False, "package version or hash of the model's files"),
         _field("dimension", IntegerType(), False, "vector length"),
         _field("vector", ArrayType(FloatType(), False), False, "L2-normalised embedding"),
