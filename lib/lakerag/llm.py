@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -47,9 +48,21 @@ class LLMError(RuntimeError):
     """A backend failed for good (after retries, or with an error retrying cannot fix)."""
 
 
+def _dequantised_copy(gguf: Path) -> Path:
+    """Where the fp32 transformers copy of a .gguf file is kept (keyed by name, size, mtime)."""
+    from lakerag.models import model_cache
+
+    stat = gguf.stat()
+    return model_cache() / f"{gguf.stem}-{stat.st_size:x}-{stat.st_mtime_ns:x}-fp32"
+
+
 @lru_cache(maxsize=2)
 def _load_local(path: str):
-    """Tokenizer and model from a .gguf file (dequantised to fp32) or a model folder, once per process."""
+    """Tokenizer and model from a model folder or a .gguf file, once per process.
+
+    A .gguf file is dequantised to fp32 by transformers, which takes about 40 s for the 0.5B
+    model on 2 cores; the result is saved once beside the model cache as safetensors, so later
+    processes (serving, batch jobs, tests) load in seconds."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,12 +70,25 @@ def _load_local(path: str):
 
     transformers_logging.disable_progress_bar()
     location = Path(path)
-    kwargs: dict[str, Any] = {}
     if location.suffix == ".gguf":
-        kwargs["gguf_file"] = location.name
-        location = location.parent
-    tokenizer = AutoTokenizer.from_pretrained(str(location), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(location), dtype=torch.float32, **kwargs)
+        copy = _dequantised_copy(location)
+        if not (copy / "config.json").is_file():
+            log.info("dequantising %s once into %s", location.name, copy)
+            tokenizer = AutoTokenizer.from_pretrained(str(location.parent), gguf_file=location.name)
+            model = AutoModelForCausalLM.from_pretrained(str(location.parent), gguf_file=location.name,
+                                                         dtype=torch.float32)
+            scratch = copy.with_name(copy.name + f".{os.getpid()}.tmp")
+            # The weights are plain fp32 now; transformers only refuses because the model still
+            # remembers it came from a GGUF file.
+            model.hf_quantizer = None
+            model.config.__dict__.pop("quantization_config", None)
+            model.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
+            shutil.rmtree(copy, ignore_errors=True)
+            scratch.rename(copy)
+        location = copy
+    tokenizer = AutoTokenizer.from_pretrained(str(location))
+    model = AutoModelForCausalLM.from_pretrained(str(location), dtype=torch.float32)
     model.eval()
     return tokenizer, model
 
