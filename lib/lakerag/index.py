@@ -136,8 +136,11 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     gold_version = table_version(spark, lakehouse, GOLD_EMBEDDINGS.name)
     folder = Path(root) / index_name(model, strategy) / f"v{gold_version}"
     if (folder / MANIFEST).is_file():
-        log.info("index for gold version %d already built: %s", gold_version, folder)
-        return IndexReport(folder, False, json.loads((folder / MANIFEST).read_text())["vectors"])
+        built = json.loads((folder / MANIFEST).read_text())
+        if built.get("format") == INDEX_FORMAT:
+            log.info("index for gold version %d already built: %s", gold_version, folder)
+            return IndexReport(folder, False, built["vectors"])
+        log.info("index at %s has format %s, rebuilding it in format %d", folder, built.get("format"), INDEX_FORMAT)
     gold = spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
     documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
     vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",

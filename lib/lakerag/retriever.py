@@ -243,6 +243,6 @@ class Retriever:
                 chunk_id=chunk.chunk_id, section_id=chunk.section_id, doc_id=chunk.doc_id, title=chunk.title,
                 file_name=chunk.file_name, heading_path=list(chunk.heading_path),
                 page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
-                section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.kind,
+                section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.get("kind", "chunk"),
             ))
         return hits

@@ -1,0 +1,174 @@
+"""The RAG chain: chat messages in -> standalone query -> retrieval -> prompt -> LLM -> answer
+with citations, contexts and token usage out. Plain Python: the MLflow model, the REST
+endpoint and the batch job all wrap `RagChain.answer`.
+
+Retrieved sections enter the prompt as numbered, quoted blocks, and the system prompt says they
+are data, not instructions. Nothing about a conversation is stored: the client sends the history
+with every request, and the chain keeps only what `chain.history_tokens` allows.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lakerag.llm import LLM, Messages
+from lakerag.retriever import Filters, Hit, Retriever
+from lakerag.settings import ChainSettings
+
+ROLES = ("system", "user", "assistant")
+QUOTE = '"""'
+
+
+class BadRequest(ValueError):
+    """A request the chain refuses, with a message that says what to fix."""
+
+
+def validate_messages(messages: Any, limits: ChainSettings) -> Messages:
+    """OpenAI-style chat messages -> a clean list of {role, content}; raises BadRequest."""
+    if messages is None or isinstance(messages, (str, bytes, dict)):
+        raise BadRequest('"messages" must be a list of {"role": ..., "content": ...} objects')
+    messages = list(messages)
+    if not messages:
+        raise BadRequest('"messages" is empty: send at least one {"role": "user", "content": "..."}')
+    if len(messages) > limits.max_messages:
+        raise BadRequest(f'too many messages: {len(messages)} > {limits.max_messages} (chain.max_messages); '
+                         "send only the recent turns")
+    clean: Messages = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(
+                message.get("content"), str):
+            raise BadRequest(f"message {position}: expected {{\"role\": one of {list(ROLES)}, \"content\": a string}}")
+        if len(message["content"]) > limits.max_message_chars:
+            raise BadRequest(f"message {position} has {len(message['content'])} characters, more than "
+                             f"{limits.max_message_chars} (chain.max_message_chars)")
+        clean.append({"role": message["role"], "content": message["content"]})
+    if clean[-1]["role"] != "user" or not clean[-1]["content"].strip():
+        raise BadRequest("the last message must be a non-empty user question")
+    return clean
+
+
+def quote(text: str) -> str:
+    """Text safe to put between triple quotes: a source cannot close its own block."""
+    return text.replace(QUOTE, '"')
+
+
+def source_block(number: int, hit: Hit, max_chars: int) -> str:
+    """One numbered, quoted source for the prompt."""
+    text = hit.section_text if len(hit.section_text) <= max_chars else hit.section_text[:max_chars] + " ..."
+    return f"[{number}] {hit.citation()}\n{QUOTE}\n{quote(text)}\n{QUOTE}"
+
+
+def cited_numbers(answer: str, sources: int) -> list[int]:
+    """Source numbers the answer cites as [n] (also [1, 2] and [1][2]), in order, no repeats."""
+    found: list[int] = []
+    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
+        for number in (int(n) for n in group.split(",")):
+            if 1 <= number <= sources and number not in found:
+                found.append(number)
+    return found
+
+
+def citation_record(number: int, hit: Hit) -> dict[str, Any]:
+    """What an answer says about one source: document, file, pages, section path."""
+    return {"source": number, "title": hit.title, "file_name": hit.file_name, "doc_id": hit.doc_id,
+            "section_id": hit.section_id, "section": " > ".join(hit.heading_path),
+            "page_start": hit.page_start, "page_end": hit.page_end, "citation": hit.citation()}
+
+
+def transcript(messages: Messages) -> str:
+    """History as 'User: ...' / 'Assistant: ...' lines."""
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+@dataclass
+class Usage:
+    """Tokens and model time over every LLM call of one answer."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+
+    def add(self, completion) -> str:
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+        self.llm_calls += 1
+        return completion.text.strip()
+
+    def record(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "llm_calls": self.llm_calls}
+
+
+class RagChain:
+    """Retriever + reranker + prompt + LLM + chat memory."""
+
+    def __init__(self, retriever: Retriever, llm: LLM, settings: ChainSettings):
+        self.retriever, self.llm, self.settings = retriever, llm, settings
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens by the LLM's tokenizer when it has one, else about four characters a token."""
+        tokenizer = getattr(self.llm, "tokenizer", None)
+        return len(tokenizer.encode(text)) if tokenizer is not None else len(text) // 4 + 1
+
+    def standalone_query(self, history: Messages, question: str, usage: Usage) -> str:
+        """The question rewritten to stand alone given the history (unchanged without history)."""
+        if not history or not self.settings.rewrite_followups:
+            return question
+        prompt = self.settings.rewrite_prompt.format(history=transcript(history), question=question)
+        rewritten = usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=64))
+        rewritten = rewritten.splitlines()[0].strip().strip('"') if rewritten else ""
+        return rewritten or question
+
+    def memory(self, history: Messages, usage: Usage) -> tuple[Messages, str]:
+        """(recent turns within history_tokens, summary of the older ones or "")."""
+        kept: Messages = []
+        budget = self.settings.history_tokens
+        for message in reversed(history):
+            budget -= self.count_tokens(message["content"])
+            if budget < 0:
+                break
+            kept.insert(0, message)
+        older = history[: len(history) - len(kept)]
+        if not older or self.settings.memory == "window":
+            return kept, ""
+        prompt = self.settings.memory_prompt.format(history=transcript(older))
+        return kept, usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=120))
+
+    def prompt(self, question: str, hits: list[Hit], recent: Messages, summary: str) -> Messages:
+        """System prompt (+ summary of older turns), recent turns, then sources and the question."""
+        system = self.settings.system_prompt
+        if summary:
+            system += f"\n\nEarlier in this conversation: {summary}"
+        sources = "\n\n".join(source_block(n, hit, self.settings.max_source_chars) for n, hit in enumerate(hits, 1))
+        user = f"Sources:\n\n{sources or '(no sources found)'}\n\nQuestion: {question}"
+        return [{"role": "system", "content": system}, *recent, {"role": "user", "content": user}]
+
+    def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
+        """Chat messages (last one the user's question) -> answer, citations, contexts, usage."""
+        started = time.perf_counter()
+        messages = validate_messages(messages, self.settings)
+        question = messages[-1]["content"]
+        # Client-sent system messages are not trusted as instructions: only our prompt is.
+        history = [m for m in messages[:-1] if m["role"] != "system"]
+        usage = Usage()
+        query = self.standalone_query(history, question, usage)
+        hits = self.retriever.search(query, k=self.settings.k, mode=self.settings.mode, filters=filters,
+                                     rerank=self.settings.rerank)
+        recent, summary = self.memory(history, usage)
+        answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
+                                         max_tokens=self.settings.max_new_tokens))
+        cited = cited_numbers(answer, len(hits))
+        # A model that cites nothing still answered from all the sources it was given.
+        used = cited or list(range(1, len(hits) + 1))
+        return {
+            "answer": answer,
+            "citations": [citation_record(n, hits[n - 1]) for n in used],
+            "cited_explicitly": bool(cited),
+            "query": query,
+            "contexts": [{"source": n, "section_id": h.section_id, "chunk_id": h.chunk_id, "kind": h.kind,
+                          "score": h.score, "text": h.section_text} for n, h in enumerate(hits, 1)],
+            "usage": usage.record(),
+            "latency_s": round(time.perf_counter() - started, 3),
+        }
