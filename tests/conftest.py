@@ -31,6 +31,30 @@ def spark(lake_root: Path) -> Iterator[SparkSession]:
         yield session
 
 
+@pytest.fixture(scope="session")
+def corpus_index(spark: SparkSession, lake_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Bronze -> silver -> gold -> index of the Debian FAQ and the R data manual, once per session:
+    (lakehouse, IndexReport, index root)."""
+    from lakerag.bronze import ingest_bronze
+    from lakerag.gold import run_gold
+    from lakerag.index import build_index
+    from lakerag.settings import Settings
+    from lakerag.silver import run_silver
+
+    landing = tmp_path_factory.mktemp("corpus-landing")
+    for name in ("debian-faq.pdf", "R-data.pdf"):
+        shutil.copyfile(corpus_pdf(name), landing / name)
+    lakehouse = Lakehouse(TEST_CATALOG, "retrieval", lake_root)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TEST_CATALOG}.retrieval")
+    ensure_tables(spark, lakehouse)
+    settings = Settings()
+    ingest_bronze(spark, lakehouse, str(landing), settings.bronze)
+    run_silver(spark, lakehouse, settings, "sail")
+    run_gold(spark, lakehouse, settings)
+    root = tmp_path_factory.mktemp("indexes")
+    return lakehouse, build_index(spark, lakehouse, settings, root), root
+
+
 @pytest.fixture
 def lakehouse(spark: SparkSession, lake_root: Path) -> Lakehouse:
     """A schema of its own for each test, with all tables created."""

@@ -3,43 +3,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import pytest
 
-from lakerag.bronze import ingest_bronze
 from lakerag.cli import main
-from lakerag.engine import Lakehouse
-from lakerag.gold import run_gold
 from lakerag.index import bm25_tokens, build_index
 from lakerag.models import model_path
 from lakerag.retriever import Filters, Retriever
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.tables import SILVER_SECTIONS, ensure_tables
+from lakerag.tables import SILVER_SECTIONS
 from lakerag.vector_search import ensure_delta_sync_index, vector_search_source
-from tests.conftest import TEST_CATALOG, assert_same_rows, corpus_pdf
+from tests.conftest import assert_same_rows
 
 pytestmark = pytest.mark.slow
 NO_RERANK = Settings(retrieval=dataclasses.replace(Settings().retrieval, reranker="none"))
 
 
 @pytest.fixture(scope="module")
-def built(spark, lake_root, tmp_path_factory):
-    """Bronze -> silver -> gold -> index for two corpus PDFs, once for this module."""
-    landing = tmp_path_factory.mktemp("landing")
-    for name in ("debian-faq.pdf", "R-data.pdf"):
-        shutil.copyfile(corpus_pdf(name), landing / name)
-    lakehouse = Lakehouse(TEST_CATALOG, "retrieval", lake_root)
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TEST_CATALOG}.retrieval")
-    ensure_tables(spark, lakehouse)
-    settings = Settings()
-    ingest_bronze(spark, lakehouse, str(landing), settings.bronze)
-    run_silver(spark, lakehouse, settings, "sail")
-    run_gold(spark, lakehouse, settings)
-    root = tmp_path_factory.mktemp("indexes")
-    report = build_index(spark, lakehouse, settings, root)
-    return lakehouse, report, root
+def built(corpus_index):
+    return corpus_index
 
 
 @pytest.fixture(scope="module")

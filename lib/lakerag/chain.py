@@ -167,8 +167,9 @@ class RagChain:
             "citations": [citation_record(n, hits[n - 1]) for n in used],
             "cited_explicitly": bool(cited),
             "query": query,
-            "contexts": [{"source": n, "section_id": h.section_id, "chunk_id": h.chunk_id, "kind": h.kind,
-                          "score": h.score, "text": h.section_text} for n, h in enumerate(hits, 1)],
+            "contexts": [{"source": n, "section_id": h.section_id, "section": " > ".join(h.heading_path),
+                          "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text}
+                         for n, h in enumerate(hits, 1)],
             "usage": usage.record(),
             "latency_s": round(time.perf_counter() - started, 3),
         }

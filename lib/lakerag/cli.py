@@ -73,6 +73,24 @@ def _mlflow_experiment(args: argparse.Namespace) -> str:
     return use_experiment(args.experiment, args.lake_root)
 
 
+def _add_model(group: argparse._ArgumentGroup, alias: str) -> None:
+    group.add_argument("--model-name", default=os.environ.get("LAKERAG_MODEL_NAME"),
+                       help="registered model (default lakerag_chain; <catalog>.<schema>.lakerag_chain with "
+                            "--registry-uri databricks-uc; env LAKERAG_MODEL_NAME)")
+    group.add_argument("--alias", default=alias, help="registry alias (default %(default)s)")
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    from lakerag.registry import default_model_name
+
+    return args.model_name or default_model_name(args.catalog, args.schema, args.registry_uri == "databricks-uc")
+
+
+def _model_uri(args: argparse.Namespace) -> str:
+    """--model when given, else models:/<model name>@<alias>."""
+    return args.model or f"models:/{_model_name(args)}@{args.alias}"
+
+
 def _index_root(args: argparse.Namespace) -> Path:
     if args.index_root:
         return Path(args.index_root)
@@ -173,6 +191,82 @@ def _search(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank}. [{hit.score:.3f}] {hit.citation()}")
         print(f"   {' '.join(hit.text.split())[:300]}")
+    return 0
+
+
+def _register_chain(args: argparse.Namespace) -> int:
+    """Log, check, register the chain over the latest index and set the alias: no engine needed."""
+    from lakerag.index import latest_index
+    from lakerag.registry import register_chain
+    from lakerag.settings import load_settings
+
+    settings = load_settings(args.conf)
+    try:
+        folder = args.index or latest_index(_index_root(args), settings)
+    except FileNotFoundError as err:
+        print(f"lakerag register-chain: {err}", file=sys.stderr)
+        return 2
+    _mlflow_experiment(args)
+    started = time.perf_counter()
+    done = register_chain(settings, folder, _model_name(args), args.alias, args.check_question)
+    log.info("registered in %.1f s", time.perf_counter() - started)
+    print(f"registered {done.name} version {done.version} as @{done.alias} (run {done.run_id}, index {folder})")
+    print(f"check question: {args.check_question}")
+    _print_answer(done.check)
+    return 0
+
+
+def _print_answer(answer: dict) -> None:
+    print(f"answer: {answer['answer']}")
+    print("sources:" if answer["cited_explicitly"] else "sources (given to the model; it cited none by number):")
+    for citation in answer["citations"]:
+        print(f"  [{citation['source']}] {citation['citation']}")
+    usage = answer["usage"]
+    print(f"({usage['prompt_tokens']} tokens in, {usage['completion_tokens']} out, {answer['latency_s']:.1f} s)")
+
+
+def _ask(args: argparse.Namespace) -> int:
+    """Ask one question through a registered chain, printing the answer with citations."""
+    from lakerag.chain import BadRequest
+    from lakerag.registry import load_chain
+    from lakerag.tracking import configure_mlflow
+
+    configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
+    uri = _model_uri(args)
+    log.info("loading %s", uri)
+    model = load_chain(uri)
+    try:
+        [answer] = model.predict([{"messages": [{"role": "user", "content": args.question}],
+                                   "filters": args.filter}])
+    except BadRequest as err:
+        print(f"lakerag ask: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {uri}\nquestion: {args.question}")
+    _print_answer(answer)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve a registered chain over HTTP until interrupted."""
+    from lakerag.server import serve
+    from lakerag.settings import load_settings
+    from lakerag.tracking import configure_mlflow
+
+    configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
+    serve(_model_uri(args), load_settings(args.conf).chain, args.host, args.port)
+    return 0
+
+
+def _serve_batch(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.batch import run_batch
+    from lakerag.tracking import configure_mlflow
+
+    configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
+    started = time.perf_counter()
+    report = run_batch(spark, lakehouse, _model_uri(args))
+    log.info("batch done in %.1f s", time.perf_counter() - started)
+    print(f"model version {report.model_version}: answered {report.answered}, failed {report.failed}, "
+          f"already answered {report.skipped}")
     return 0
 
 
@@ -279,6 +373,58 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", type=Path, default=None, help="an index folder (default: the latest)")
     _add_index_root(_add_common(search, engine=False))
     search.set_defaults(runner=_search)
+
+    register = tasks.add_parser(
+        "register-chain",
+        help="log the RAG chain to MLflow, check it, register a version and set an alias",
+        description="Log the chain (lakerag/chain_model.py, an MLflow model from code) with the "
+                    "settings from --conf, the latest index as an artifact, the lakerag code, an "
+                    "input example and a signature; reload the logged model and answer "
+                    "--check-question; then register the version and point --alias at it.",
+    )
+    where = _add_common(register, engine=False)
+    _add_index_root(where)
+    _add_mlflow(where)
+    _add_model(where, alias="challenger")
+    register.add_argument("--index", type=Path, default=None, help="an index folder (default: the latest)")
+    register.add_argument("--check-question", default="How can I keep my Debian system current?",
+                          help="question the reloaded model must answer before it is registered")
+    register.set_defaults(runner=_register_chain)
+
+    ask = tasks.add_parser("ask", help="ask a registered chain one question; prints the answer and citations",
+                           description="Load models:/<model-name>@<alias> (or --model) and answer QUESTION.")
+    ask.add_argument("question")
+    ask.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                     help="metadata filter, as for search (repeatable)")
+    where = _add_common(ask, engine=False)
+    _add_mlflow(where)
+    _add_model(where, alias="champion")
+    where.add_argument("--model", default=None, help="any MLflow model URI (overrides --model-name/--alias)")
+    ask.set_defaults(runner=_ask)
+
+    server = tasks.add_parser(
+        "serve", help="serve a registered chain over HTTP: POST /invocations, GET /health",
+        description="Load the chain once and answer POST /invocations with {\"messages\": [...], "
+                    "\"filters\": [...]} or MLflow's dataframe_records / inputs shapes. Request limits "
+                    "come from chain.* in --conf.")
+    where = _add_common(server, engine=False)
+    _add_mlflow(where)
+    _add_model(where, alias="champion")
+    where.add_argument("--model", default=None, help="any MLflow model URI (overrides --model-name/--alias)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    server.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    server.set_defaults(runner=_serve)
+
+    batch, where = _engine_task(
+        tasks, "serve-batch", _serve_batch,
+        "answer the questions of serving_questions into serving_answers with a registered chain",
+        "Load models:/<model-name>@<alias> (default alias champion) and answer every question of "
+        "serving_questions that has no answer from that model version yet; answers (with citations, "
+        "tokens and latency) or errors are merged into serving_answers by question_id.",
+    )
+    _add_mlflow(where)
+    _add_model(where, alias="champion")
+    where.add_argument("--model", default=None, help="any MLflow model URI (overrides --model-name/--alias)")
     return parser
 
 

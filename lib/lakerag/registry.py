@@ -23,16 +23,20 @@ def default_model_name(catalog: str, schema: str, unity_catalog: bool) -> str:
 
 def signature():
     """Chat messages (+ optional filters) in; answer, citations, contexts, usage out."""
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import Array, ColSpec, Schema
 
     citation = {"source": 1, "title": "t", "file_name": "f.pdf", "doc_id": "d", "section_id": "s",
                 "section": "A > B", "page_start": 1, "page_end": 2, "citation": "t (f.pdf), p. 1-2, A > B"}
     output = {"answer": "a [1]", "citations": [citation], "cited_explicitly": True, "query": "q",
-              "contexts": [{"source": 1, "section_id": "s", "chunk_id": "c", "kind": "chunk", "score": 0.5,
-                            "text": "x"}],
+              "contexts": [{"source": 1, "section_id": "s", "section": "A > B", "chunk_id": "c", "kind": "chunk",
+                            "score": 0.5, "text": "x"}],
               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "llm_calls": 1},
               "latency_s": 0.5}
-    return infer_signature(EXAMPLE, [output])
+    inferred = infer_signature(EXAMPLE, [output])
+    # filters may be left out of a request
+    inputs = Schema([inferred.inputs.inputs[0], ColSpec(Array("string"), "filters", required=False)])
+    return ModelSignature(inputs, inferred.outputs)
 
 
 @dataclass

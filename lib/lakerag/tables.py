@@ -248,9 +248,48 @@ GOLD_EMBEDDINGS = TableSpec(
     comment="One vector per (item, model); several models side by side",
 )
 
+SERVING_QUESTIONS = TableSpec(
+    name="serving_questions",
+    schema=StructType([
+        _field("question_id", StringType(), False, "caller's id of the question"),
+        _field("question", StringType(), False, "the question"),
+        _field("filters", ArrayType(StringType(), False), True,
+               "metadata filters such as file=debian-faq.pdf (null or empty: none)"),
+        _field("submitted_at", TimestampType(), True, "when the question was added (UTC)"),
+    ]),
+    key=("question_id",),
+    comment="Questions for the batch serving job",
+)
+
+CITATION = StructType([
+    StructField("source", IntegerType(), False), StructField("title", StringType(), False),
+    StructField("file_name", StringType(), False), StructField("doc_id", StringType(), False),
+    StructField("section_id", StringType(), False), StructField("section", StringType(), False),
+    StructField("page_start", IntegerType(), False), StructField("page_end", IntegerType(), False),
+])
+SERVING_ANSWERS = TableSpec(
+    name="serving_answers",
+    schema=StructType([
+        _field("question_id", StringType(), False, "serving_questions.question_id"),
+        _field("question", StringType(), False, "the question answered"),
+        _field("answer", StringType(), True, "the chain's answer (null when error is set)"),
+        _field("citations", ArrayType(CITATION, False), True, "sources of the answer: document, file, pages, section"),
+        _field("model_uri", StringType(), False, "model URI the job was given, e.g. models:/lakerag_chain@champion"),
+        _field("model_version", StringType(), False, "registered version that answered"),
+        _field("prompt_tokens", IntegerType(), True, "tokens sent to the LLM"),
+        _field("completion_tokens", IntegerType(), True, "tokens the LLM wrote"),
+        _field("latency_s", DoubleType(), False, "seconds to answer"),
+        _field("error", StringType(), True, "why there is no answer"),
+        _field("answered_at", TimestampType(), False, "run time (UTC)"),
+    ]),
+    key=("question_id",),
+    comment="Answers of the batch serving job: one row per question, from the latest model version",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
     SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
+    SERVING_QUESTIONS, SERVING_ANSWERS,
 )
 
 

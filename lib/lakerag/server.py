@@ -1,0 +1,112 @@
+"""REST endpoint for the chain: `lakerag serve` -> POST /invocations, GET /health.
+
+Speaks MLflow's scoring protocol (`{"dataframe_records": [...]}`, `{"inputs": ...}`, answers as
+`{"predictions": [...]}`) and the plain chat shape `{"messages": [...], "filters": [...]}`.
+Bad requests get a 4xx with a message saying what to fix; a failure inside the chain is a 500
+for that request only. One answer is computed at a time (one LLM on the CPU), the others wait.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from lakerag.chain import BadRequest, validate_messages
+from lakerag.retriever import Filters
+from lakerag.settings import ChainSettings
+
+log = logging.getLogger(__name__)
+
+
+def request_rows(payload: Any, limits: ChainSettings) -> list[dict[str, Any]]:
+    """A parsed request body -> validated {messages, filters} rows; raises BadRequest."""
+    if not isinstance(payload, dict):
+        raise BadRequest('the body must be a JSON object such as {"messages": [{"role": "user", "content": "..."}]}')
+    if "dataframe_records" in payload:
+        rows = payload["dataframe_records"]
+    elif "inputs" in payload:
+        rows = payload["inputs"]
+    elif "messages" in payload:
+        rows = payload
+    else:
+        raise BadRequest('missing "messages": send {"messages": [{"role": "user", "content": "..."}]} '
+                         '(or MLflow\'s {"dataframe_records": [...]} / {"inputs": ...})')
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+        raise BadRequest("expected one request object or a non-empty list of them")
+    clean = []
+    for row in rows:
+        if "messages" not in row:
+            raise BadRequest('missing "messages" in a request row')
+        filters = row.get("filters") or []
+        if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+            raise BadRequest('"filters" must be a list of strings like "file=debian-faq.pdf"')
+        try:
+            Filters.parse(filters)
+        except ValueError as err:
+            raise BadRequest(str(err)) from err
+        clean.append({"messages": validate_messages(row["messages"], limits), "filters": filters})
+    return clean
+
+
+def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
+    """The FastAPI app around a loaded pyfunc chain `model`."""
+    app = FastAPI(title="lakerag chain", description=f"RAG chain {model_uri}")
+    one_at_a_time = threading.Lock()
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error_code": "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR",
+                             "message": message}, status_code=status)
+
+    @app.get("/health")
+    @app.get("/ping")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model_uri": model_uri}
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_request_bytes:
+            return error(413, f"request body of {declared} bytes is larger than {limits.max_request_bytes} "
+                              "(chain.max_request_bytes)")
+        body = await request.body()
+        if len(body) > limits.max_request_bytes:
+            return error(413, f"request body is larger than {limits.max_request_bytes} bytes (chain.max_request_bytes)")
+        try:
+            rows = request_rows(json.loads(body), limits)
+        except json.JSONDecodeError as err:
+            return error(400, f"malformed JSON: {err}")
+        except BadRequest as err:
+            return error(400, str(err))
+
+        def answer() -> list[dict[str, Any]]:
+            with one_at_a_time:
+                return model.predict(rows)
+
+        try:
+            predictions = await run_in_threadpool(answer)
+        except BadRequest as err:
+            return error(400, str(err))
+        except Exception as err:  # noqa: BLE001 - one failed request must not take the server down
+            log.exception("request failed")
+            return error(500, f"the chain failed: {type(err).__name__}: {err}")
+        return {"predictions": predictions}
+
+    return app
+
+
+def serve(model_uri: str, limits: ChainSettings, host: str, port: int) -> None:
+    """Load the model once, then serve until interrupted."""
+    import uvicorn
+
+    from lakerag.registry import load_chain
+
+    log.info("loading %s", model_uri)
+    app = create_app(load_chain(model_uri), limits, model_uri)
+    log.info("serving %s on http://%s:%d/invocations", model_uri, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

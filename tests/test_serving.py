@@ -1,0 +1,181 @@
+"""The registered chain end to end with the packaged Qwen2.5-Coder-0.5B on the corpus index:
+register + alias, a fresh process loading it by alias, a two-turn conversation, the REST
+endpoint over real HTTP, and the batch serving job."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+import pytest
+from deltalake import DeltaTable
+from mlflow import MlflowClient
+
+from lakerag.batch import run_batch
+from lakerag.registry import register_chain
+from lakerag.retriever import Retriever
+from lakerag.settings import ChainSettings, Settings
+from lakerag.tables import SERVING_ANSWERS, SERVING_QUESTIONS
+from lakerag.tracking import configure_mlflow, use_experiment
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = Settings(chain=dataclasses.replace(ChainSettings(), max_new_tokens=48))  # short answers: CPU time
+QUESTION = "What is the format of a Debian binary package?"
+SECTION = "Basics of the Debian package management system > What is the format of a Debian binary package?"
+MODEL = "models:/lakerag_chain@challenger"
+
+
+@pytest.fixture(scope="module")
+def registered(corpus_index, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = configure_mlflow(None, None, root)
+    use_experiment("lakerag-serving-test", root)
+    done = register_chain(SETTINGS, corpus_index[1].folder, "lakerag_chain", "challenger", QUESTION)
+    yield uri, done, root
+    mlflow.set_tracking_uri(None)
+
+
+def test_register_logs_index_and_code_and_sets_the_alias(registered):
+    uri, done, _ = registered
+    mlflow.set_tracking_uri(uri)
+    assert str(MlflowClient().get_model_version_by_alias("lakerag_chain", "challenger").version) == done.version == "1"
+    assert done.check["answer"] and done.check["citations"][0]["section"] == SECTION
+    local = Path(mlflow.artifacts.download_artifacts(done.model_uri))
+    assert len(list((local / "artifacts").glob("*/manifest.json"))) == 1  # the index folder
+    assert (local / "code" / "lakerag" / "chain.py").is_file() and (local / "chain_model.py").is_file()
+    assert (local / "input_example.json").is_file()
+
+
+FRESH = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+import lakerag
+[out] = model.predict([{"messages": [{"role": "user", "content": sys.argv[3]}]}])
+out["lakerag_file"] = lakerag.__file__
+out["index_folder"] = str(model.unwrap_python_model().chain.retriever.folder)
+print(json.dumps(out))
+"""
+
+
+def test_a_fresh_process_loads_the_model_by_alias_and_cites_the_right_page(registered, tmp_path):
+    uri, _, root = registered
+    result = subprocess.run([sys.executable, "-c", FRESH, uri, MODEL, QUESTION], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=600, env=os.environ | {"RUST_LOG": "error"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    # the code and the index come from the logged model, not from this checkout
+    assert str(root) in out["lakerag_file"] and str(root) in out["index_folder"]
+    assert out["answer"]
+    top = out["citations"][0]
+    assert (top["file_name"], top["section"]) == ("debian-faq.pdf", SECTION)
+    assert top["page_start"] <= 35 <= top["page_end"]
+
+
+def test_a_follow_up_retrieves_the_section_the_first_turn_made_it_about(registered, corpus_index):
+    mlflow.set_tracking_uri(registered[0])
+    model = mlflow.pyfunc.load_model(MODEL)
+    follow_up = "Which file format does it use for them?"
+    [out] = model.predict([{"messages": [
+        {"role": "user", "content": "What are Debian binary packages?"},
+        {"role": "assistant", "content": "They are the files dpkg installs: programs packaged for Debian [1]."},
+        {"role": "user", "content": follow_up}]}])
+    assert out["query"] != follow_up
+    assert SECTION in [c["section"] for c in out["contexts"]]
+    # the same words without the conversation do not find it
+    alone = Retriever.from_settings(corpus_index[1].folder, SETTINGS).search(follow_up, k=SETTINGS.chain.k)
+    assert SECTION not in [" > ".join(h.heading_path) for h in alone]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def server(registered, tmp_path_factory):
+    uri, _, root = registered
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lakerag.cli", "serve", "--model", MODEL, "--port", str(port),
+         "--tracking-uri", uri, "--lake-root", str(root)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(1)
+    assert process.poll() is None, process.stdout.read()[-3000:]
+    yield base, process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_endpoint_answers_a_chat_request_with_citations(server):
+    base, _ = server
+    status, body = _post(base + "/invocations", json.dumps(
+        {"messages": [{"role": "user", "content": QUESTION}], "filters": ["file=debian-faq.pdf"]}).encode())
+    assert status == 200, body
+    [answer] = body["predictions"]
+    assert answer["answer"] and answer["citations"][0]["section"] == SECTION
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"messages": [', 400, "malformed JSON"),
+        (b'{"question": "What is dpkg?"}', 400, 'missing "messages"'),
+        (json.dumps({"messages": [{"role": "user", "content": "x" * 70000}]}).encode(), 413, "larger than 65536"),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}] * 21}).encode(), 400, "too many messages"),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}], "filters": ["nope"]}).encode(), 400,
+         "expected KEY=VALUE"),
+        (json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}).encode(), 400, "last message"),
+    ],
+)
+def test_bad_requests_get_a_4xx_and_the_server_stays_up(server, body, status, message):
+    base, process = server
+    got, reply = _post(base + "/invocations", body)
+    assert (got, reply["error_code"]) == (status, "BAD_REQUEST") and message in reply["message"]
+    with urllib.request.urlopen(base + "/health", timeout=5) as response:
+        assert response.status == 200 and process.poll() is None
+
+
+def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered):
+    mlflow.set_tracking_uri(registered[0])
+    now = datetime.now(timezone.utc)
+    spark.createDataFrame([("q1", QUESTION, ["file=debian-faq.pdf"], now), ("q2", "What is dpkg?", ["nope"], now)],
+                          SERVING_QUESTIONS.schema).write.insertInto(lakehouse.table(SERVING_QUESTIONS.name))
+    report = run_batch(spark, lakehouse, MODEL)
+    assert (report.model_version, report.answered, report.failed, report.skipped) == ("1", 1, 1, 0)
+    rows = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
+    assert rows["q1"].answer and rows["q1"].citations[0].section == SECTION and rows["q1"].error is None
+    assert rows["q1"].latency_s > 0 and rows["q1"].model_uri == MODEL
+    assert rows["q2"].answer is None and "expected KEY=VALUE" in rows["q2"].error
+
+    version = DeltaTable(lakehouse.location(SERVING_ANSWERS.name)).version()
+    again = run_batch(spark, lakehouse, MODEL)
+    assert (again.answered, again.failed, again.skipped) == (0, 0, 2)
+    assert DeltaTable(lakehouse.location(SERVING_ANSWERS.name)).version() == version
