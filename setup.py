@@ -10,7 +10,9 @@ ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
       # retrieval: dense index, BM25, IR metrics; Vector Search client for Databricks
       "faiss-cpu==1.15.1", "bm25s==0.3.16", "ranx==0.3.21", "databricks-vectorsearch==0.81",
       # local LLMs: transformers reads GGUF files through gguf
-      "gguf==0.19.0", "accelerate==1.15.0"]
+      "gguf==0.19.0", "accelerate==1.15.0",
+      # the REST endpoint (both also come with mlflow; pinned to the versions tested)
+      "fastapi==0.165.0", "uvicorn==0.54.0"]
 
 setup(
     name="lakerag",
@@ -34,7 +36,7 @@ setup(
         "ml": ML,
         # Classic Spark + delta-spark: needs Maven at first start, so it is not tested offline.
         "spark": ["pyspark==4.0.5", "delta-spark==4.0.*"],
-        "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "deltalake>=1.1"],
+        "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "deltalake>=1.1", "databricks-bundles==1.22.1"],
         "bench": ["psutil>=5.9"],
     },
     entry_points={"console_scripts": ["lakerag=lakerag.cli:main"]},

@@ -1,15 +1,37 @@
-"""databricks.yml stays consistent with the code it deploys (the bundle CLI is not available offline)."""
+"""databricks.yml stays consistent with the code it deploys: every resource validates against the
+typed models of the `databricks-bundles` package (unknown or misspelt fields are errors), every
+task's entry point exists and its parameters parse (the bundle CLI itself is not available offline)."""
 import re
 from pathlib import Path
 
+import pytest
 import yaml
+from databricks.bundles.jobs import Job
+from databricks.bundles.model_serving_endpoints import ModelServingEndpoint
+from databricks.bundles.registered_models import RegisteredModel
 
 from lakerag.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = yaml.safe_load((REPO / "databricks.yml").read_text())
-TASKS = [t for job in BUNDLE["resources"]["jobs"].values() for t in job["tasks"]]
+RESOURCES = BUNDLE["resources"]
+TASKS = [t for job in RESOURCES["jobs"].values() for t in job["tasks"]]
 COMMAND_OF_SCRIPT = {p.stem: p.stem.replace("_", "-") for p in (REPO / "jobs").glob("*.py")}
+TYPED = {"jobs": Job, "registered_models": RegisteredModel, "model_serving_endpoints": ModelServingEndpoint}
+
+
+def test_every_resource_validates_against_the_bundle_models():
+    assert set(RESOURCES) == set(TYPED)
+    for kind, resources in RESOURCES.items():
+        for name, resource in resources.items():
+            TYPED[kind].from_dict(resource)  # raises on unknown fields and wrong shapes
+
+
+def test_the_typed_check_can_fail():
+    job = dict(RESOURCES["jobs"]["lakerag_pipeline"])
+    job["tasks"] = [dict(job["tasks"][0], spark_python_task={"pyfile": "x.py"})]
+    with pytest.raises(ValueError, match="Unexpected field 'pyfile'"):
+        Job.from_dict(job)
 
 
 def test_every_variable_used_is_declared():
@@ -19,7 +41,22 @@ def test_every_variable_used_is_declared():
 
 def test_targets_dev_and_prod_exist_with_dev_default():
     assert set(BUNDLE["targets"]) >= {"dev", "prod"}
-    assert BUNDLE["targets"]["dev"].get("default") is True
+    assert BUNDLE["targets"]["dev"].get("default") is True and BUNDLE["targets"]["dev"]["mode"] == "development"
+
+
+def test_pipeline_runs_ingest_to_register_in_order():
+    tasks = RESOURCES["jobs"]["lakerag_pipeline"]["tasks"]
+    after = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in tasks}
+    assert after == {"ingest_bronze": [], "build_silver": ["ingest_bronze"], "summarize_sections": ["build_silver"],
+                     "embed_gold": ["summarize_sections"], "build_index": ["embed_gold"],
+                     "register_chain": ["build_index"]}
+
+
+def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope():
+    [entity] = RESOURCES["model_serving_endpoints"]["lakerag_chain"]["config"]["served_entities"]
+    model = RESOURCES["registered_models"]["lakerag_chain"]
+    assert entity["entity_name"] == f"{model['catalog_name']}.{model['schema_name']}.{model['name']}"
+    assert all(value.startswith("{{secrets/") for value in entity["environment_vars"].values())
 
 
 def test_each_task_script_exists_and_its_parameters_parse():
@@ -28,8 +65,10 @@ def test_each_task_script_exists_and_its_parameters_parse():
         assert (REPO / script).is_file(), script
         params = task["spark_python_task"]["parameters"]
         args = build_parser().parse_args([COMMAND_OF_SCRIPT[Path(script).stem], *params])
-        assert args.engine == "databricks"
+        assert getattr(args, "engine", "databricks") == "databricks"
         assert args.catalog == "${var.catalog}" and args.schema == "${var.schema}"
+        if hasattr(args, "tracking_uri"):
+            assert (args.tracking_uri, args.registry_uri) == ("databricks", "databricks-uc")
 
 
 def test_every_job_script_is_a_task_and_runs_its_command():

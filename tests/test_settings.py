@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lakerag.settings import BronzeSettings, Settings, SettingsError, load_settings
+from lakerag.settings import BronzeSettings, Settings, SettingsError, apply_overrides, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,3 +38,16 @@ def test_mistakes_name_the_key(tmp_path, text, fragment):
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(SettingsError, match="pass --conf"):
         load_settings(tmp_path / "nope.yml")
+
+
+def test_overrides_change_one_setting_and_are_validated():
+    settings = apply_overrides(Settings(), ["llm.backend=databricks", "llm.model=my-endpoint", "chain.k=6",
+                                            "silver.strategies=[section]"])
+    assert (settings.llm.backend, settings.llm.model, settings.chain.k, settings.silver.strategies) == (
+        "databricks", "my-endpoint", 6, ("section",))
+    with pytest.raises(SettingsError, match=r"no setting llm\.modle"):
+        apply_overrides(Settings(), ["llm.modle=x"])
+    with pytest.raises(SettingsError, match="expected SECTION.KEY=VALUE"):
+        apply_overrides(Settings(), ["k=6"])
+    with pytest.raises(SettingsError, match=r"chain\.k: expected int, got 'six'"):
+        apply_overrides(Settings(), ["chain.k=six"])

@@ -41,6 +41,9 @@ def _add_common(parser: argparse.ArgumentParser, engine: bool = True) -> argpars
     where.add_argument("--conf", type=Path, default=DEFAULT_CONF if DEFAULT_CONF.is_file() else None,
                        help="pipeline settings YAML (default conf/pipeline.yml when present, "
                             "else built-in defaults)")
+    where.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                       help="override one setting of --conf, e.g. --set llm.backend=databricks "
+                            "--set llm.model=my-endpoint (repeatable; values are YAML)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings; still print the summary")
     return where
 
@@ -103,7 +106,7 @@ def _run_with_tables(args: argparse.Namespace, task: Callable[..., int]) -> int:
     from lakerag.settings import load_settings
     from lakerag.tables import ensure_tables
 
-    settings = load_settings(args.conf)
+    settings = load_settings(args.conf, args.overrides)
     lakehouse = Lakehouse(args.catalog, args.schema, None if args.engine == "databricks" else args.lake_root)
     started = time.perf_counter()
     log.info("starting %s engine for %s.%s", args.engine, lakehouse.catalog, lakehouse.schema)
@@ -177,7 +180,7 @@ def _search(args: argparse.Namespace) -> int:
     from lakerag.retriever import Filters, Retriever
     from lakerag.settings import load_settings
 
-    settings = load_settings(args.conf)
+    settings = load_settings(args.conf, args.overrides)
     try:
         filters = Filters.parse(args.filter)
         folder = args.index or latest_index(_index_root(args), settings)
@@ -200,7 +203,7 @@ def _register_chain(args: argparse.Namespace) -> int:
     from lakerag.registry import register_chain
     from lakerag.settings import load_settings
 
-    settings = load_settings(args.conf)
+    settings = load_settings(args.conf, args.overrides)
     try:
         folder = args.index or latest_index(_index_root(args), settings)
     except FileNotFoundError as err:
@@ -253,7 +256,7 @@ def _serve(args: argparse.Namespace) -> int:
     from lakerag.tracking import configure_mlflow
 
     configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
-    serve(_model_uri(args), load_settings(args.conf).chain, args.host, args.port)
+    serve(_model_uri(args), load_settings(args.conf, args.overrides).chain, args.host, args.port)
     return 0
 
 
@@ -437,9 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     # Sail logs every session start at INFO through Rust's logger; keep it to real problems.
     os.environ.setdefault("RUST_LOG", "error")
-    if hasattr(args, "runner"):
-        return args.runner(args)
-    return _run_with_tables(args, args.task)
+    from lakerag.settings import SettingsError
+
+    try:
+        if hasattr(args, "runner"):
+            return args.runner(args)
+        return _run_with_tables(args, args.task)
+    except SettingsError as err:
+        print(f"lakerag {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

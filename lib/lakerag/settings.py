@@ -289,11 +289,30 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-def load_settings(path: str | Path | None) -> Settings:
-    """Read a YAML settings file (None -> built-in defaults) into `Settings`."""
+def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
+    """Settings with `section.key=value` overrides applied (values parsed as YAML), as validated
+    as the file: e.g. llm.backend=databricks, chain.k=6, silver.strategies=[section]."""
+    data = settings_to_dict(settings)
+    for override in overrides:
+        path, sep, value = override.partition("=")
+        keys = path.strip().split(".")
+        if not sep or len(keys) != 2 or not all(keys):
+            raise SettingsError(f"override {override!r}: expected SECTION.KEY=VALUE, e.g. llm.model=my-endpoint")
+        section, key = keys
+        if section not in data or key not in data[section]:
+            raise SettingsError(f"override {override!r}: no setting {path} (see conf/pipeline.yml)")
+        data[section][key] = yaml.safe_load(value) if value.strip() else ""
+    return settings_from_dict(data)
+
+
+def load_settings(path: str | Path | None, overrides: list[str] | None = None) -> Settings:
+    """Read a YAML settings file (None -> built-in defaults) into `Settings`, then apply
+    `section.key=value` overrides."""
     if path is None:
-        return Settings()
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"settings file {path} not found: pass --conf with a YAML file from conf/")
-    return settings_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        settings = Settings()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise SettingsError(f"settings file {path} not found: pass --conf with a YAML file from conf/")
+        settings = settings_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return apply_overrides(settings, overrides or [])
