@@ -22,16 +22,21 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: install
-	@echo "==> 1/5 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
+	@echo "==> 1/7 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
-	@echo "==> 2/5 parsing bronze PDFs into silver sections and chunks"
+	@echo "==> 2/7 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
-	@echo "==> 3/5 embedding section chunks into gold (about a minute on 2 cores the first time)"
+	@echo "==> 3/7 embedding section chunks into gold (about a minute on 2 cores the first time)"
 	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)
-	@echo "==> 4/5 building the FAISS + BM25 index from gold"
+	@echo "==> 4/7 building the FAISS + BM25 index from gold"
 	$(VENV)/bin/lakerag build-index --lake-root $(LAKE)
-	@echo "==> 5/5 hybrid search, reranked by all-mpnet-base-v2, with citations"
+	@echo "==> 5/7 hybrid search, reranked by all-mpnet-base-v2, with citations"
 	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
+	@echo "==> 6/7 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
+	@echo "    (the first run turns the packaged Qwen2.5-Coder-0.5B GGUF into an fp32 copy once: about a minute)"
+	$(VENV)/bin/lakerag register-chain --lake-root $(LAKE)
+	@echo "==> 7/7 asking the registered chain, loaded from the registry by alias"
+	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias challenger --lake-root $(LAKE)
 
 test: install
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"
@@ -47,6 +52,7 @@ bench: install
 	$(PY) bench/retrieval.py
 	$(PY) bench/retrieval_quality.py
 	$(PY) bench/llm.py
+	$(PY) bench/serve.py --lake-root $(LAKE)
 
 clean:
 	rm -rf lakehouse .pytest_cache

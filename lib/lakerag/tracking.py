@@ -8,6 +8,7 @@ logs to the workspace and registers in Unity Catalog.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ def configure_mlflow(tracking_uri: str | None, registry_uri: str | None, lake_ro
     """Point MLflow at the given stores (default: sqlite under `lake_root`); returns the tracking URI."""
     import mlflow
 
+    # MLflow's per-file artifact progress bars are noise in job logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     lake_root = Path(lake_root).resolve()
     if not tracking_uri:
         lake_root.mkdir(parents=True, exist_ok=True)
