@@ -142,7 +142,7 @@ class RagChain:
         if summary:
             system += f"\n\nEarlier in this conversation: {summary}"
         sources = "\n\n".join(source_block(n, hit, self.settings.max_source_chars) for n, hit in enumerate(hits, 1))
-        user = f"Sources:\n\n{sources or '(no sources found)'}\n\nQuestion: {question}"
+        user = self.settings.user_prompt.format(sources=sources or "(no sources found)", question=question)
         return [{"role": "system", "content": system}, *recent, {"role": "user", "content": user}]
 
     def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
