@@ -273,6 +273,58 @@ def _serve_batch(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.evalset import run_generation
+
+    if args.max_sections is not None:
+        settings = dataclasses.replace(
+            settings, evaluation=dataclasses.replace(settings.evaluation, max_sections=args.max_sections))
+    started = time.perf_counter()
+    report = run_generation(spark, lakehouse, settings)
+    log.info("question generation done in %.1f s", time.perf_counter() - started)
+    print(f"question pairs written: {report.statuses or 0}  sections without valid output: "
+          f"{report.failed_sections}  retired: {report.retired}  tokens in/out: "
+          f"{report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: {report.waiting}")
+    return 0
+
+
+def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from lakerag.eval_jobs import run_evaluation
+
+    experiment_id = _mlflow_experiment(args)
+    name = _model_name(args)
+    for alias in args.aliases:
+        try:
+            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            print(f"{name} has no @{alias}: skipped")
+            continue
+        for eval_set in args.eval_set:
+            result = run_evaluation(spark, lakehouse, settings, f"models:/{name}/{version}", version, eval_set,
+                                    experiment_id, not args.no_judge)
+            if result is None:
+                print(f"@{alias} (version {version}) already evaluated on these {eval_set} questions")
+                continue
+            print(f"@{alias} (version {version}) on {eval_set}: {len(result['table'])} questions, run {result['run_id']}")
+            for metric, s in result["summary"].items():
+                print(f"  {metric:18} {s.mean:6.3f}  [{s.ci_low:.3f}, {s.ci_high:.3f}]  NaN {s.nan_rate:.0%}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from lakerag.eval_jobs import promote
+    from lakerag.settings import load_settings
+
+    settings = load_settings(args.conf, args.overrides)
+    promoted, explanation = promote(_model_name(args), _mlflow_experiment(args), args.eval_set,
+                                    settings.evaluation.gate_metrics)
+    print(explanation)
+    return 0 if promoted else 1
+
+
 def _build_silver(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from lakerag.report import print_silver_summary
     from lakerag.silver import run_silver
@@ -417,6 +469,46 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     server.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     server.set_defaults(runner=_serve)
+
+    generate, where = _engine_task(
+        tasks, "generate-eval-set", _generate_eval_set,
+        "write question / reference-answer pairs from silver sections into eval_questions",
+        "With llm.* and the seed examples of evaluation.*, write one pair per style for each "
+        "section the budget admits (evaluation.min_chars, max_sections, seeded order); pairs whose "
+        "answer is not supported by the section or whose question nearly repeats a kept one are "
+        "stored as rejected with the reason; pairs of sections that left silver are retired. "
+        "Sections that already have pairs from this generator and prompt version are skipped.",
+    )
+    generate.add_argument("--max-sections", type=int, default=None,
+                          help="sections this run may use (overrides evaluation.max_sections; 0 = all)")
+
+    evaluate_, where = _engine_task(
+        tasks, "evaluate", _evaluate,
+        "evaluate registered chain versions on the question sets and log results to MLflow",
+        "For each --aliases version: answer the test split of eval_questions (--eval-set generated) "
+        "and/or the Debian FAQ's own questions (debian-faq), compute recall@k, MRR, nDCG@k, context "
+        "precision, citation accuracy and (unless --no-judge) faithfulness, answer relevance, context "
+        "recall and answer correctness with the LLM judge, with bootstrap intervals; log metrics, "
+        "the per-question table and report.html to MLflow. A version already evaluated on the same "
+        "questions is skipped.",
+    )
+    _add_mlflow(where)
+    _add_model(where, alias="challenger")
+    evaluate_.add_argument("--aliases", nargs="+", default=["challenger", "champion"],
+                           help="aliases whose versions to evaluate (default: challenger champion)")
+    evaluate_.add_argument("--eval-set", nargs="+", choices=("generated", "debian-faq"), default=["generated"])
+    evaluate_.add_argument("--no-judge", action="store_true", help="retrieval and citation metrics only")
+
+    promote_ = tasks.add_parser(
+        "promote", help="move @champion to @challenger if the evaluation gate passes (exit 1 if not)",
+        description="Compare the latest evaluations of @challenger and @champion on --eval-set: the "
+                    "challenger is refused if on any of evaluation.gate_metrics its interval lies wholly "
+                    "below the champion's. Prints the comparison table.")
+    where = _add_common(promote_, engine=False)
+    _add_mlflow(where)
+    _add_model(where, alias="challenger")
+    promote_.add_argument("--eval-set", choices=("generated", "debian-faq"), default="generated")
+    promote_.set_defaults(runner=_promote)
 
     batch, where = _engine_task(
         tasks, "serve-batch", _serve_batch,

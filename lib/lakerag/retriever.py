@@ -231,6 +231,8 @@ class Retriever:
 
     def _section_hits(self, ranking: list[tuple[int, float]], k: int) -> list[Hit]:
         """The best chunk of each of the first k sections in `ranking`, as hits."""
+        if k <= 0:
+            return []
         best: dict[str, tuple[int, float]] = {}
         for row, score in ranking:
             best.setdefault(self._section_of_row[row], (row, score))

@@ -286,10 +286,45 @@ SERVING_ANSWERS = TableSpec(
     comment="Answers of the batch serving job: one row per question, from the latest model version",
 )
 
+EVAL_QUESTIONS = TableSpec(
+    name="eval_questions",
+    schema=StructType([
+        _field("question_id", StringType(), False, "hash of section id, generator, prompt version, seed, position"),
+        _field("section_id", StringType(), False, "the silver section the pair was written from"),
+        _field("doc_id", StringType(), False, "bronze doc_id of the section"),
+        _field("question", StringType(), False, "generated question"),
+        _field("reference_answer", StringType(), False, "generated reference answer"),
+        _field("style", StringType(), False, "factual | paraphrased | multi-sentence"),
+        _field("generator", StringType(), False, "backend:model that wrote it"),
+        _field("prompt_version", StringType(), False, "evaluation.prompt_version"),
+        _field("seed", IntegerType(), False, "evaluation.seed"),
+        _field("split", StringType(), False, "train | test (by hash of question_id)"),
+        _field("status", StringType(), False, "active | rejected (a filter dropped it) | retired (section gone)"),
+        _field("reason", StringType(), True, "why rejected: unsupported (support 0.xx) | duplicate of <id>"),
+        _field("created_at", TimestampType(), False, "run time (UTC)"),
+    ]),
+    key=("question_id",),
+    comment="Generated evaluation questions with reference answers, linked to their source sections",
+)
+
+EVAL_JUDGMENTS = TableSpec(
+    name="eval_judgments",
+    schema=StructType([
+        _field("judgment_id", StringType(), False, "hash of judge model, seed and the full judge prompt"),
+        _field("judge", StringType(), False, "backend:model of the judge"),
+        _field("status", StringType(), False, "ok | failed (no valid JSON, or a backend error)"),
+        _field("response", StringType(), True, "the judge's validated JSON (ok rows)"),
+        _field("error", StringType(), True, "why the call failed"),
+        _field("created_at", TimestampType(), False, "run time (UTC)"),
+    ]),
+    key=("judgment_id",),
+    comment="Cache of LLM-judge calls: the same prompt is never judged twice",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
     SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
-    SERVING_QUESTIONS, SERVING_ANSWERS,
+    SERVING_QUESTIONS, SERVING_ANSWERS, EVAL_QUESTIONS, EVAL_JUDGMENTS,
 )
 
 

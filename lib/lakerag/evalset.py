@@ -1,0 +1,166 @@
+"""Generated evaluation sets: question / reference-answer pairs written by the LLM from silver
+sections, seeded with a few human examples (as in "Unnatural Instructions"), filtered, and kept
+in eval_questions linked to their source section.
+
+Every generated pair is stored: kept pairs are `active`; a pair whose answer is not supported by
+its section, or whose question nearly repeats a kept one, is `rejected` with the reason; pairs of
+sections that left silver are `retired`. Sections are picked by a seeded hash order within a
+budget, and a section that already has pairs from this generator and prompt version is skipped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyspark.sql.functions as F
+from pyspark.sql import SparkSession
+from tqdm import tqdm
+
+from lakerag.documents import content_id
+from lakerag.engine import Lakehouse
+from lakerag.gold import encode
+from lakerag.index import bm25_tokens
+from lakerag.llm import LLM, LLMError, make_llm
+from lakerag.settings import EvaluationSettings, Settings
+from lakerag.summaries import MalformedOutput
+from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
+
+log = logging.getLogger(__name__)
+
+
+def parse_pairs(text: str, styles: tuple) -> list[dict[str, str]]:
+    """Model output -> validated [{style, question, answer}]; raises MalformedOutput."""
+    start, end = text.find("["), text.rfind("]")
+    if start < 0 or end <= start:
+        raise MalformedOutput("no JSON list in the output")
+    try:
+        items = json.loads(text[start: end + 1])
+    except json.JSONDecodeError as err:
+        raise MalformedOutput(f"invalid JSON: {err}") from err
+    pairs = []
+    for item in items:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("question", "answer")):
+            raise MalformedOutput('each entry must be an object with string "question" and "answer"')
+        question, answer = item["question"].strip(), item["answer"].strip()
+        if not question.endswith("?") or len(question) < 10 or len(answer) < 10:
+            raise MalformedOutput("a question must end with '?' and both texts need 10 characters or more")
+        style = item.get("style") if item.get("style") in styles else styles[len(pairs) % len(styles)]
+        pairs.append({"style": style, "question": question, "answer": answer})
+    if not pairs:
+        raise MalformedOutput("the list is empty")
+    return pairs
+
+
+def support(answer: str, section_text: str) -> float:
+    """Share of the answer's content words (lower-cased, no stop words) found in the section."""
+    words = set(bm25_tokens([answer])[0])
+    if not words:
+        return 0.0
+    return len(words & set(bm25_tokens([section_text])[0])) / len(words)
+
+
+def generation_messages(config: EvaluationSettings, section: dict[str, Any]) -> list[dict[str, str]]:
+    """Seed examples + the section -> the chat messages asking for pairs."""
+    examples = "\n".join(json.dumps(dict(example)) for example in config.seed_examples)
+    user = config.user_prompt.format(examples=examples, heading_path=" > ".join(section["heading_path"]),
+                                     text=section["text"][: config.max_input_chars], count=len(config.styles),
+                                     styles=", ".join(config.styles))
+    return [{"role": "system", "content": config.system_prompt}, {"role": "user", "content": user}]
+
+
+def split_of(question_id: str, test_fraction: float) -> str:
+    """train | test, stable for an id: the hash decides, not the order of generation."""
+    return "test" if int(question_id[:8], 16) / 0xFFFFFFFF < test_fraction else "train"
+
+
+@dataclass
+class EvalSetReport:
+    """What one generation run did."""
+
+    statuses: dict[str, int] = field(default_factory=dict)  # active / rejected -> rows written
+    failed_sections: int = 0  # the model gave no valid JSON (after one retry) or the backend failed
+    retired: int = 0
+    waiting: int = 0  # qualifying sections left for later runs
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def generator_key(settings: Settings) -> str:
+    return f"{settings.llm.backend}:{settings.llm.model}"
+
+
+def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any],
+                   report: EvalSetReport) -> list[dict[str, str]]:
+    """One section -> validated pairs (one retry after malformed output), [] on failure."""
+    messages = generation_messages(config, section)
+    for _ in range(2):
+        try:
+            reply = llm.chat(messages, max_tokens=config.max_new_tokens)
+        except LLMError as err:
+            log.warning("section %s: backend failed: %s", section["section_id"], err)
+            break
+        report.prompt_tokens += reply.prompt_tokens
+        report.completion_tokens += reply.completion_tokens
+        try:
+            return parse_pairs(reply.text, config.styles)
+        except MalformedOutput as err:
+            messages = messages + [{"role": "assistant", "content": reply.text},
+                                   {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON list only."}]
+    report.failed_sections += 1
+    return []
+
+
+def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, llm: LLM | None = None,
+                   run_time: datetime | None = None) -> EvalSetReport:
+    """Generate pairs for the sections the budget admits; retire pairs of vanished sections."""
+    run_time = run_time or datetime.now(timezone.utc)
+    config, generator = settings.evaluation, generator_key(settings)
+    table = lakehouse.table(EVAL_QUESTIONS.name)
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name))
+    existing = spark.table(table)
+    report = EvalSetReport()
+    vanished = (existing.filter(F.col("status") != "retired").join(sections.select("section_id"), "section_id", "left_anti")
+                .select("question_id"))
+    report.retired = vanished.count()
+    if report.retired:
+        merge_into(spark, table, vanished, EVAL_QUESTIONS.key, matched="UPDATE SET status = 'retired'", insert=False)
+    done = existing.filter((F.col("generator") == generator) & (F.col("prompt_version") == config.prompt_version)
+                           & (F.col("seed") == config.seed)).select("section_id").distinct()
+    todo = (sections.filter(F.length("text") >= config.min_chars).join(done, "section_id", "left_anti")
+            .withColumn("_order", F.sha2(F.concat(F.lit(str(config.seed)), F.col("section_id")), 256))
+            .orderBy("_order"))
+    waiting = todo.count()
+    batch = [row.asDict() for row in (todo.limit(config.max_sections) if config.max_sections else todo).collect()]
+    report.waiting = waiting - len(batch)
+    if not batch:
+        return report
+    llm = llm or make_llm(settings.llm)
+    kept_questions = [r.question for r in existing.filter(F.col("status") == "active").select("question").collect()]
+    kept_vectors = encode(kept_questions, settings.models.embedding, 64) if kept_questions else None
+    rows = []
+    for section in tqdm(batch, desc="eval questions", unit="section", disable=None):
+        for position, pair in enumerate(generate_pairs(llm, config, section, report)):
+            question_id = content_id(section["section_id"], generator, config.prompt_version, str(config.seed),
+                                     str(position))
+            status, reason = "active", None
+            supported = support(pair["answer"], section["text"])
+            vector = encode([pair["question"]], settings.models.embedding, 1)
+            if supported < config.min_support:
+                status, reason = "rejected", f"unsupported (support {supported:.2f})"
+            elif kept_vectors is not None and float((kept_vectors @ vector[0]).max()) >= config.max_similarity:
+                status, reason = "rejected", f"duplicate (similarity {float((kept_vectors @ vector[0]).max()):.2f})"
+            else:
+                kept_vectors = vector if kept_vectors is None else np.vstack([kept_vectors, vector])
+            rows.append({"question_id": question_id, "section_id": section["section_id"], "doc_id": section["doc_id"],
+                         "question": pair["question"], "reference_answer": pair["answer"], "style": pair["style"],
+                         "generator": generator, "prompt_version": config.prompt_version, "seed": config.seed,
+                         "split": split_of(question_id, config.test_fraction), "status": status, "reason": reason,
+                         "created_at": run_time})
+            report.statuses[status] = report.statuses.get(status, 0) + 1
+    if rows:
+        merge_into(spark, table, spark.createDataFrame(rows, EVAL_QUESTIONS.schema), EVAL_QUESTIONS.key)
+    return report
