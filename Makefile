@@ -22,21 +22,28 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: install
-	@echo "==> 1/7 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
+	@echo "==> 1/10 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
-	@echo "==> 2/7 parsing bronze PDFs into silver sections and chunks"
+	@echo "==> 2/10 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
-	@echo "==> 3/7 embedding section chunks into gold (about a minute on 2 cores the first time)"
+	@echo "==> 3/10 embedding section chunks into gold (about a minute on 2 cores the first time)"
 	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)
-	@echo "==> 4/7 building the FAISS + BM25 index from gold"
+	@echo "==> 4/10 building the FAISS + BM25 index from gold"
 	$(VENV)/bin/lakerag build-index --lake-root $(LAKE)
-	@echo "==> 5/7 hybrid search, reranked by all-mpnet-base-v2, with citations"
+	@echo "==> 5/10 hybrid search, reranked by all-mpnet-base-v2, with citations"
 	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
-	@echo "==> 6/7 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
+	@echo "==> 6/10 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
 	@echo "    (the first run turns the packaged Qwen2.5-Coder-0.5B GGUF into an fp32 copy once: about a minute)"
 	$(VENV)/bin/lakerag register-chain --lake-root $(LAKE)
-	@echo "==> 7/7 asking the registered chain, loaded from the registry by alias"
-	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias challenger --lake-root $(LAKE)
+	@echo "==> 7/10 generating evaluation questions from 2 sections with the local LLM (about a minute each)"
+	$(VENV)/bin/lakerag generate-eval-set --max-sections 2 --lake-root $(LAKE)
+	@echo "==> 8/10 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
+	@echo "    own questions (answers and LLM-judged metrics take minutes a question on this CPU: see README)"
+	$(VENV)/bin/lakerag evaluate --retrieval-only --eval-set generated debian-faq --set evaluation.max_questions=40 --lake-root $(LAKE)
+	@echo "==> 9/10 promotion gate: @challenger becomes @champion unless it is worse (Debian FAQ questions)"
+	$(VENV)/bin/lakerag promote --eval-set debian-faq --lake-root $(LAKE)
+	@echo "==> 10/10 asking @champion, loaded from the registry by alias"
+	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias champion --lake-root $(LAKE)
 
 test: install
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"

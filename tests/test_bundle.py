@@ -44,12 +44,13 @@ def test_targets_dev_and_prod_exist_with_dev_default():
     assert BUNDLE["targets"]["dev"].get("default") is True and BUNDLE["targets"]["dev"]["mode"] == "development"
 
 
-def test_pipeline_runs_ingest_to_register_in_order():
+def test_pipeline_runs_ingest_to_promote_in_order():
     tasks = RESOURCES["jobs"]["lakerag_pipeline"]["tasks"]
     after = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in tasks}
     assert after == {"ingest_bronze": [], "build_silver": ["ingest_bronze"], "summarize_sections": ["build_silver"],
                      "embed_gold": ["summarize_sections"], "build_index": ["embed_gold"],
-                     "register_chain": ["build_index"]}
+                     "register_chain": ["build_index"], "generate_eval_set": ["build_silver"],
+                     "evaluate": ["register_chain", "generate_eval_set"], "promote": ["evaluate"]}
 
 
 def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope():

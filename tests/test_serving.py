@@ -1,6 +1,6 @@
 """The registered chain end to end with the packaged Qwen2.5-Coder-0.5B on the corpus index:
 register + alias, a fresh process loading it by alias, a two-turn conversation, the REST
-endpoint over real HTTP, and the batch serving job."""
+endpoint over real HTTP, the batch serving job and the evaluation job."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from lakerag.batch import run_batch
+from lakerag.eval_jobs import run_evaluation
 from lakerag.registry import register_chain
 from lakerag.retriever import Retriever
 from lakerag.settings import ChainSettings, Settings
@@ -179,3 +180,23 @@ def test_batch_job_answers_each_question_once_and_records_failures(spark, lakeho
     again = run_batch(spark, lakehouse, MODEL)
     assert (again.answered, again.failed, again.skipped) == (0, 0, 2)
     assert DeltaTable(lakehouse.location(SERVING_ANSWERS.name)).version() == version
+
+
+def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, corpus_index):
+    uri, done, _ = registered
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name("lakerag-serving-test").experiment_id
+    settings = dataclasses.replace(SETTINGS, evaluation=dataclasses.replace(SETTINGS.evaluation, max_questions=2))
+    result = run_evaluation(spark, corpus_index[0], settings, f"models:/lakerag_chain/{done.version}", done.version,
+                            "debian-faq", experiment, use_judge=False)
+    assert len(result["table"]) == 2
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.tags["lakerag.model_version"] == "1" and run.data.params["judge"] == "none"
+    assert 0.0 <= run.data.metrics["recall_at_k_mean"] <= 1.0 and run.data.metrics["faithfulness_nan_rate"] == 1.0
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result["run_id"])}
+    assert {"report.html", "per_question.json"} <= artifacts
+    report = Path(mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path="report.html")).read_text()
+    assert "data:image/png;base64," in report and "recall@k" in report
+    # the same version on the same questions is not evaluated twice
+    assert run_evaluation(spark, corpus_index[0], settings, f"models:/lakerag_chain/{done.version}", done.version,
+                          "debian-faq", experiment, use_judge=False) is None

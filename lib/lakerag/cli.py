@@ -292,7 +292,7 @@ def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from lakerag.eval_jobs import run_evaluation
+    from lakerag.eval_jobs import NoQuestions, run_evaluation
 
     experiment_id = _mlflow_experiment(args)
     name = _model_name(args)
@@ -303,13 +303,19 @@ def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
             print(f"{name} has no @{alias}: skipped")
             continue
         for eval_set in args.eval_set:
-            result = run_evaluation(spark, lakehouse, settings, f"models:/{name}/{version}", version, eval_set,
-                                    experiment_id, not args.no_judge)
+            try:
+                result = run_evaluation(spark, lakehouse, settings, f"models:/{name}/{version}", version, eval_set,
+                                        experiment_id, not args.no_judge, answers=not args.retrieval_only)
+            except NoQuestions as err:
+                print(f"@{alias} on {eval_set}: skipped, {err}")
+                continue
             if result is None:
                 print(f"@{alias} (version {version}) already evaluated on these {eval_set} questions")
                 continue
             print(f"@{alias} (version {version}) on {eval_set}: {len(result['table'])} questions, run {result['run_id']}")
             for metric, s in result["summary"].items():
+                if s.nan_rate == 1.0:
+                    continue  # not measured in this mode
                 print(f"  {metric:18} {s.mean:6.3f}  [{s.ci_low:.3f}, {s.ci_high:.3f}]  NaN {s.nan_rate:.0%}")
     return 0
 
@@ -497,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_.add_argument("--aliases", nargs="+", default=["challenger", "champion"],
                            help="aliases whose versions to evaluate (default: challenger champion)")
     evaluate_.add_argument("--eval-set", nargs="+", choices=("generated", "debian-faq"), default=["generated"])
-    evaluate_.add_argument("--no-judge", action="store_true", help="retrieval and citation metrics only")
+    evaluate_.add_argument("--no-judge", action="store_true", help="no LLM judge: judged metrics are NaN")
+    evaluate_.add_argument("--retrieval-only", action="store_true",
+                           help="run only the logged chain's retriever (no answers, no LLM calls): "
+                                "retrieval metrics only, fast")
 
     promote_ = tasks.add_parser(
         "promote", help="move @champion to @challenger if the evaluation gate passes (exit 1 if not)",

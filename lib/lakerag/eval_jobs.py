@@ -33,6 +33,10 @@ EVAL_SETS = ("generated", "debian-faq")
 TAG_VERSION, TAG_SET, TAG_FINGERPRINT = "lakerag.model_version", "lakerag.eval_set", "lakerag.eval_fingerprint"
 
 
+class NoQuestions(ValueError):
+    """The question set to evaluate on is empty."""
+
+
 def load_questions(spark: SparkSession, lakehouse: Lakehouse, eval_set: str, limit: int) -> pd.DataFrame:
     """Questions with their source section's document and pages: the test split of the active
     generated pairs, or the Debian FAQ's own questions (section titles ending in "?", whose
@@ -103,9 +107,9 @@ def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummar
         f"<td>{s.nan_rate:.0%}</td></tr>" for m, s in summary.items())
     worst = table.sort_values(["recall@k", "faithfulness"], na_position="first").head(5)
     worst_rows = "".join(
-        f"<tr><td>{html.escape(r.question)}</td><td>{html.escape(str(r.answer))}</td>"
-        f"<td>{html.escape(r.reference_answer[:300])}</td><td>{r._asdict()['recall@k']:.0f}</td>"
-        f"<td>{html.escape(', '.join(r.retrieved))}</td></tr>" for r in worst.itertuples(index=False))
+        f"<tr><td>{html.escape(r['question'])}</td><td>{html.escape(str(r['answer']))}</td>"
+        f"<td>{html.escape(r['reference_answer'][:300])}</td><td>{r['recall@k']:.0f}</td>"
+        f"<td>{html.escape(', '.join(r['retrieved']))}</td></tr>" for r in worst.to_dict("records"))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{len(table)} questions</p>"
             f"<table border=1><tr><th>metric</th><th>mean</th><th>interval</th><th>scored</th><th>NaN</th></tr>"
@@ -115,10 +119,28 @@ def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummar
             f"<th>recall@k</th><th>retrieved sections</th></tr>{worst_rows}</table></body></html>")
 
 
+def retrieval_only(model) -> Any:
+    """A predict function that runs only the logged chain's retriever (its own settings): no LLM
+    calls, so answers, citations and judged metrics are empty / NaN."""
+    chain = model.unwrap_python_model().chain
+
+    def predict(rows: list[dict]) -> list[dict]:
+        out = []
+        for row in rows:
+            hits = chain.retriever.search(row["messages"][-1]["content"], k=chain.settings.k, mode=chain.settings.mode,
+                                          rerank=chain.settings.rerank)
+            out.append({"answer": "", "citations": [],
+                        "contexts": [{"section_id": h.section_id, "text": h.section_text} for h in hits]})
+        return out
+
+    return predict
+
+
 def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, model_uri: str, version: str,
-                   eval_set: str, experiment_id: str, use_judge: bool) -> dict[str, Any] | None:
+                   eval_set: str, experiment_id: str, use_judge: bool,
+                   answers: bool = True) -> dict[str, Any] | None:
     """Evaluate one model version on one question set, log it to MLflow; None if this version was
-    already evaluated on exactly these questions."""
+    already evaluated on exactly these questions. answers=False evaluates the retriever only."""
     import mlflow
 
     from lakerag.llm import make_llm
@@ -127,28 +149,29 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     config = settings.evaluation
     questions = load_questions(spark, lakehouse, eval_set, config.max_questions)
     if questions.empty:
-        raise ValueError(f"no questions in the {eval_set!r} set: run `lakerag generate-eval-set` first"
-                         if eval_set == "generated" else "the Debian FAQ is not in silver")
+        raise NoQuestions(f"no questions in the {eval_set!r} set: run `lakerag generate-eval-set` (its test "
+                          "split may still be empty)" if eval_set == "generated" else "the Debian FAQ is not in silver")
     print_ = fingerprint(questions)
-    if evaluated_before(experiment_id, version, eval_set, print_):
+    mode = "full" if answers else "retrieval-only"
+    if evaluated_before(experiment_id, version, eval_set, print_ + mode):
         log.info("version %s already evaluated on these %d %s questions", version, len(questions), eval_set)
         return None
     judge = None
     judgments = lakehouse.table(EVAL_JUDGMENTS.name)
-    if use_judge:
+    if use_judge and answers:
         cache = {r.judgment_id: r.asDict() for r in spark.table(judgments).collect()}
         judge = Judge(make_llm(settings.llm), f"{settings.llm.backend}:{settings.llm.model}", config, cache)
     model = load_chain(model_uri)
-    table = evaluate_chain(model.predict, questions, judge, answer_relevance_similarity(settings.models.embedding),
-                           config)
+    table = evaluate_chain(model.predict if answers else retrieval_only(model), questions, judge,
+                           answer_relevance_similarity(settings.models.embedding), config)
     summary = summarise_table(table, config)
     if judge is not None and judge.new:
         now = datetime.now(timezone.utc)
         rows = [{"judgment_id": key, "judge": judge.name, "created_at": now, **value} for key, value in judge.new.items()]
         merge_into(spark, judgments, spark.createDataFrame(rows, EVAL_JUDGMENTS.schema), EVAL_JUDGMENTS.key)
     with mlflow.start_run(run_name=f"evaluate-{eval_set}-v{version}") as run:
-        mlflow.set_tags({TAG_VERSION: version, TAG_SET: eval_set, TAG_FINGERPRINT: print_,
-                         "lakerag.model_uri": model_uri})
+        mlflow.set_tags({TAG_VERSION: version, TAG_SET: eval_set, TAG_FINGERPRINT: print_ + mode,
+                         "lakerag.model_uri": model_uri, "lakerag.eval_mode": mode})
         mlflow.log_params({"questions": len(questions), "k": config.k, "judge": judge.name if judge else "none",
                            "judge_calls": judge.calls if judge else 0, "resamples": config.bootstrap_resamples})
         log_summary(summary)
