@@ -101,6 +101,11 @@ def test_judge_calls_are_cached_and_failures_recorded():
     assert first == again and first["answer_questions"] == ["What is dpkg?"] and failed is None
     statuses = sorted(v["status"] for v in judge.new.values())
     assert statuses == ["failed", "ok"]
+    # a backend failure is NaN for this run but not stored: the next run asks again
+    with ScriptedServer([(500, None)]) as server:
+        flaky = Judge(make_llm(served_settings(server).llm), "openai:test-model", config, cache={})
+        assert flaky.judge("Third?", ["ctx"], "ref", "answer") is None
+        assert flaky.transient_failures == 1 and flaky.new == {}
     # a later run with the stored judgments asks nothing
     with ScriptedServer([]) as server:
         later = Judge(make_llm(served_settings(server).llm), "openai:test-model", config, cache=dict(judge.new))
@@ -115,6 +120,8 @@ def test_gate_refuses_worse_beyond_intervals_and_accepts_equal():
     assert gate(good, same, ("recall@k",))[0]
     passed, table = gate(good, bad, ("recall@k",))
     assert not passed and table.loc[0, "verdict"] == "worse beyond the intervals"
+    with pytest.raises(ValueError, match="unknown"):
+        gate(good, same, ("recal@k",))
 
 
 def test_generation_keeps_supported_pairs_rejects_the_rest_and_retires_with_the_section(spark, lakehouse, landing):
@@ -197,6 +204,8 @@ def _evaluation_run(version: str, recall: float, fingerprint: str = "f") -> None
 def test_promote_moves_the_alias_only_when_the_gate_passes(mlflow_store, capsys):
     experiment = mlflow.get_experiment_by_name("lakerag-test").experiment_id
     client = MlflowClient()
+    assert promote("chain", experiment, "generated", ("recall@k",)) == (
+        False, "chain has no @challenger: run `lakerag register-chain` first")
     for _ in range(3):
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="m", python_model=_Constant())

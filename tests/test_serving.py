@@ -17,7 +17,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from lakerag.batch import run_batch
@@ -149,6 +148,8 @@ def test_endpoint_answers_a_chat_request_with_citations(server):
     [
         (b'{"messages": [', 400, "malformed JSON"),
         (b'{"question": "What is dpkg?"}', 400, 'missing "messages"'),
+        (b'{"messages": 5}', 400, '"messages" must be a list'),
+        (b'\xff\xfe{"messages": []}', 400, "malformed JSON"),
         (json.dumps({"messages": [{"role": "user", "content": "x" * 70000}]}).encode(), 413, "larger than 65536"),
         (json.dumps({"messages": [{"role": "user", "content": "hi"}] * 21}).encode(), 400, "too many messages"),
         (json.dumps({"messages": [{"role": "user", "content": "hi"}], "filters": ["nope"]}).encode(), 400,
@@ -176,10 +177,12 @@ def test_batch_job_answers_each_question_once_and_records_failures(spark, lakeho
     assert rows["q1"].latency_s > 0 and rows["q1"].model_uri == MODEL
     assert rows["q2"].answer is None and "expected KEY=VALUE" in rows["q2"].error
 
-    version = DeltaTable(lakehouse.location(SERVING_ANSWERS.name)).version()
+    # a re-run answers nothing already answered, and tries the failed question again
     again = run_batch(spark, lakehouse, MODEL)
-    assert (again.answered, again.failed, again.skipped) == (0, 0, 2)
-    assert DeltaTable(lakehouse.location(SERVING_ANSWERS.name)).version() == version
+    assert (again.answered, again.failed, again.skipped) == (0, 1, 1)
+    rows_again = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
+    assert rows_again["q1"].answer == rows["q1"].answer and rows_again["q1"].answered_at == rows["q1"].answered_at
+    assert len(rows_again) == 2
 
 
 def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, corpus_index):

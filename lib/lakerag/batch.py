@@ -17,7 +17,7 @@ from lakerag.engine import Lakehouse
 from lakerag.tables import CITATION, SERVING_ANSWERS, SERVING_QUESTIONS, merge_into
 
 log = logging.getLogger(__name__)
-_loaded: dict[str, object] = {}  # model URI -> pyfunc model, loaded once per Python worker
+_loaded: dict[str, object] = {}  # versioned model URI -> pyfunc model, loaded once per Python worker
 
 
 def resolve_version(model_uri: str) -> str:
@@ -32,7 +32,7 @@ def resolve_version(model_uri: str) -> str:
     return model_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def answer_questions(questions: DataFrame, model_uri: str, model_version: str, tracking_uri: str,
+def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_version: str, tracking_uri: str,
                      registry_uri: str, run_time: datetime) -> DataFrame:
     """serving_questions rows -> serving_answers rows (mapInPandas; the model loads once per worker).
     A question the chain fails on gets an error row instead of an answer: nothing is dropped."""
@@ -41,11 +41,11 @@ def answer_questions(questions: DataFrame, model_uri: str, model_version: str, t
     def answer_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import mlflow
 
-        if model_uri not in _loaded:
+        if load_uri not in _loaded:
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(registry_uri)
-            _loaded[model_uri] = mlflow.pyfunc.load_model(model_uri)
-        model = _loaded[model_uri]
+            _loaded[load_uri] = mlflow.pyfunc.load_model(load_uri)
+        model = _loaded[load_uri]
         for batch in batches:
             rows = []
             for question in batch.itertuples(index=False):
@@ -74,7 +74,7 @@ class BatchReport:
     model_version: str
     answered: int
     failed: int
-    skipped: int  # already answered by this model version
+    skipped: int  # already answered (without error) by this model version
 
 
 def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_time: datetime | None = None) -> BatchReport:
@@ -85,15 +85,19 @@ def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_tim
     version = resolve_version(model_uri)
     answers_table = lakehouse.table(SERVING_ANSWERS.name)
     questions = spark.table(lakehouse.table(SERVING_QUESTIONS.name))
-    done = spark.table(answers_table).filter(F.col("model_version") == version).select("question_id")
+    # failed questions are tried again: the failure may have been passing (an endpoint timeout)
+    done = (spark.table(answers_table).filter((F.col("model_version") == version) & F.col("error").isNull())
+            .select("question_id"))
     todo = questions.join(done, "question_id", "left_anti")
     total, pending = questions.count(), todo.count()
     if not pending:
         return BatchReport(version, 0, 0, total)
     log.info("answering %d questions with %s (version %s)", pending, model_uri, version)
     # Answers are computed once, staged in memory, then merged: the MERGE must not re-run the model.
-    answered = answer_questions(todo, model_uri, version, mlflow.get_tracking_uri(), mlflow.get_registry_uri(),
-                                run_time).toPandas()
+    # load the resolved version, not the alias: an alias that moves mid-job must not mix versions
+    load_uri = f"models:/{model_uri[len('models:/'):].split('@')[0]}/{version}" if "@" in model_uri else model_uri
+    answered = answer_questions(todo, model_uri, load_uri, version, mlflow.get_tracking_uri(),
+                                mlflow.get_registry_uri(), run_time).toPandas()
     staged = spark.createDataFrame(answered, SERVING_ANSWERS.schema)
     merge_into(spark, answers_table, staged, SERVING_ANSWERS.key, matched="UPDATE SET *")
     failed = int(answered["error"].notna().sum())

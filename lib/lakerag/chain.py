@@ -27,7 +27,7 @@ class BadRequest(ValueError):
 
 def validate_messages(messages: Any, limits: ChainSettings) -> Messages:
     """OpenAI-style chat messages -> a clean list of {role, content}; raises BadRequest."""
-    if messages is None or isinstance(messages, (str, bytes, dict)):
+    if not isinstance(messages, (list, tuple)):
         raise BadRequest('"messages" must be a list of {"role": ..., "content": ...} objects')
     messages = list(messages)
     if not messages:
@@ -50,8 +50,9 @@ def validate_messages(messages: Any, limits: ChainSettings) -> Messages:
 
 
 def quote(text: str) -> str:
-    """Text safe to put between triple quotes: a source cannot close its own block."""
-    return text.replace(QUOTE, '"')
+    """Text safe to put between triple quotes: a source cannot close its own block (any run of
+    three or more quotes becomes one)."""
+    return re.sub(r'"{3,}', '"', text)
 
 
 def source_block(number: int, hit: Hit, max_chars: int) -> str:
@@ -84,7 +85,7 @@ def transcript(messages: Messages) -> str:
 
 @dataclass
 class Usage:
-    """Tokens and model time over every LLM call of one answer."""
+    """Tokens and calls over every LLM call of one answer."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -112,11 +113,13 @@ class RagChain:
         tokenizer = getattr(self.llm, "tokenizer", None)
         return len(tokenizer.encode(text)) if tokenizer is not None else len(text) // 4 + 1
 
-    def standalone_query(self, history: Messages, question: str, usage: Usage) -> str:
-        """The question rewritten to stand alone given the history (unchanged without history)."""
-        if not history or not self.settings.rewrite_followups:
+    def standalone_query(self, history: Messages, question: str, usage: Usage, summary: str = "") -> str:
+        """The question rewritten to stand alone given the recent turns and the summary of older
+        ones (unchanged without history)."""
+        if not (history or summary) or not self.settings.rewrite_followups:
             return question
-        prompt = self.settings.rewrite_prompt.format(history=transcript(history), question=question)
+        earlier = f"(Earlier: {summary})\n" if summary else ""
+        prompt = self.settings.rewrite_prompt.format(history=earlier + transcript(history), question=question)
         rewritten = usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=64))
         rewritten = rewritten.splitlines()[0].strip().strip('"') if rewritten else ""
         return rewritten or question
@@ -153,10 +156,11 @@ class RagChain:
         # Client-sent system messages are not trusted as instructions: only our prompt is.
         history = [m for m in messages[:-1] if m["role"] != "system"]
         usage = Usage()
-        query = self.standalone_query(history, question, usage)
+        # Memory first: the rewrite then sees only the turns that fit history_tokens.
+        recent, summary = self.memory(history, usage)
+        query = self.standalone_query(recent, question, usage, summary)
         hits = self.retriever.search(query, k=self.settings.k, mode=self.settings.mode, filters=filters,
                                      rerank=self.settings.rerank)
-        recent, summary = self.memory(history, usage)
         answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
                                          max_tokens=self.settings.max_new_tokens))
         cited = cited_numbers(answer, len(hits))

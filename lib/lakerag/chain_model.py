@@ -29,7 +29,12 @@ def records(model_input: Any) -> list[dict[str, Any]]:
         rows = [model_input]
     else:
         rows = list(model_input)
-    return [{"messages": _plain(row.get("messages")), "filters": _plain(row.get("filters")) or []} for row in rows]
+    out = []
+    for row in rows:
+        filters = _plain(row.get("filters"))
+        # a row without filters in a DataFrame holds NaN or None
+        out.append({"messages": _plain(row.get("messages")), "filters": filters if isinstance(filters, list) else []})
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -7,7 +7,6 @@ the same code.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -76,11 +75,12 @@ def _mlflow_experiment(args: argparse.Namespace) -> str:
     return use_experiment(args.experiment, args.lake_root)
 
 
-def _add_model(group: argparse._ArgumentGroup, alias: str) -> None:
+def _add_model(group: argparse._ArgumentGroup, alias: str | None) -> None:
     group.add_argument("--model-name", default=os.environ.get("LAKERAG_MODEL_NAME"),
                        help="registered model (default lakerag_chain; <catalog>.<schema>.lakerag_chain with "
                             "--registry-uri databricks-uc; env LAKERAG_MODEL_NAME)")
-    group.add_argument("--alias", default=alias, help="registry alias (default %(default)s)")
+    if alias is not None:  # evaluate takes several (--aliases) instead
+        group.add_argument("--alias", default=alias, help="registry alias (default %(default)s)")
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -128,13 +128,18 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_budget(settings, section: str, max_sections: int | None):
+    """Settings with <section>.max_sections replaced by --max-sections when it is given."""
+    from lakerag.settings import apply_overrides
+
+    return settings if max_sections is None else apply_overrides(settings, [f"{section}.max_sections={max_sections}"])
+
+
 def _summarize_sections(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from lakerag.summaries import run_params, run_summaries
     from lakerag.tracking import log_task_run
 
-    if args.max_sections is not None:
-        settings = dataclasses.replace(
-            settings, summaries=dataclasses.replace(settings.summaries, max_sections=args.max_sections))
+    settings = _with_budget(settings, "summaries", args.max_sections)
     started = time.perf_counter()
     report = run_summaries(spark, lakehouse, settings)
     log.info("summaries done in %.1f s", time.perf_counter() - started)
@@ -276,9 +281,7 @@ def _serve_batch(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from lakerag.evalset import run_generation
 
-    if args.max_sections is not None:
-        settings = dataclasses.replace(
-            settings, evaluation=dataclasses.replace(settings.evaluation, max_sections=args.max_sections))
+    settings = _with_budget(settings, "evaluation", args.max_sections)
     started = time.perf_counter()
     report = run_generation(spark, lakehouse, settings)
     log.info("question generation done in %.1f s", time.perf_counter() - started)
@@ -499,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "questions is skipped.",
     )
     _add_mlflow(where)
-    _add_model(where, alias="challenger")
+    _add_model(where, alias=None)
     evaluate_.add_argument("--aliases", nargs="+", default=["challenger", "champion"],
                            help="aliases whose versions to evaluate (default: challenger champion)")
     evaluate_.add_argument("--eval-set", nargs="+", choices=("generated", "debian-faq"), default=["generated"])

@@ -7,6 +7,7 @@ import html
 import io
 import json
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +27,7 @@ from lakerag.evaluation import (
     summarise_table,
 )
 from lakerag.settings import Settings
+from lakerag.summaries import model_key
 from lakerag.tables import EVAL_JUDGMENTS, EVAL_QUESTIONS, SILVER_DOCUMENTS, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
@@ -64,15 +66,24 @@ def fingerprint(questions: pd.DataFrame) -> str:
     return content_id(*sorted(questions["question_id"]))
 
 
+def _tag_filter(**tags: str) -> str:
+    """An MLflow filter string over lakerag tags; values are checked, not quoted blindly."""
+    for value in tags.values():
+        if not re.fullmatch(r"[\w.:+\-]+", value):
+            raise ValueError(f"unexpected characters in tag value {value!r}")
+    names = {"version": TAG_VERSION, "eval_set": TAG_SET, "fingerprint": TAG_FINGERPRINT}
+    return " and ".join(f"tags.`{names[key]}` = '{value}'" for key, value in tags.items())
+
+
 def evaluated_before(experiment_id: str, version: str, eval_set: str, print_: str) -> bool:
     import mlflow
 
-    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{TAG_VERSION}` = '{version}' and "
-                              f"tags.`{TAG_SET}` = '{eval_set}' and tags.`{TAG_FINGERPRINT}` = '{print_}'")
+    runs = mlflow.search_runs([experiment_id], filter_string=_tag_filter(version=version, eval_set=eval_set,
+                                                                         fingerprint=print_))
     return len(runs) > 0
 
 
-def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummary]) -> str:
+def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummary], confidence: float) -> str:
     """One self-contained HTML page: metric bars with intervals, score distributions, the worst
     questions with their contexts."""
     import matplotlib
@@ -94,7 +105,7 @@ def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummar
     axes.bar(names, [0 if pd.isna(v) else v for v in means], yerr=[[0 if pd.isna(e) else e for e in side]
                                                                    for side in errors], capsize=4)
     axes.set_ylim(0, 1.05)
-    axes.set_title("mean with 95% bootstrap interval")
+    axes.set_title(f"mean with {confidence:.0%} bootstrap interval")
     axes.tick_params(axis="x", rotation=30)
     bars = png(figure)
     figure, grid = plt.subplots(2, (len(names) + 1) // 2, figsize=(12, 5))
@@ -152,7 +163,8 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
         raise NoQuestions(f"no questions in the {eval_set!r} set: run `lakerag generate-eval-set` (its test "
                           "split may still be empty)" if eval_set == "generated" else "the Debian FAQ is not in silver")
     print_ = fingerprint(questions)
-    mode = "full" if answers else "retrieval-only"
+    # what was measured is part of the identity: a run without the judge does not stand for one with it
+    mode = "retrieval-only" if not answers else f"full+judge:{model_key(settings)}" if use_judge else "full+nojudge"
     if evaluated_before(experiment_id, version, eval_set, print_ + mode):
         log.info("version %s already evaluated on these %d %s questions", version, len(questions), eval_set)
         return None
@@ -160,7 +172,7 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     judgments = lakehouse.table(EVAL_JUDGMENTS.name)
     if use_judge and answers:
         cache = {r.judgment_id: r.asDict() for r in spark.table(judgments).collect()}
-        judge = Judge(make_llm(settings.llm), f"{settings.llm.backend}:{settings.llm.model}", config, cache)
+        judge = Judge(make_llm(settings.llm), model_key(settings), config, cache)
     model = load_chain(model_uri)
     table = evaluate_chain(model.predict if answers else retrieval_only(model), questions, judge,
                            answer_relevance_similarity(settings.models.embedding), config)
@@ -176,8 +188,8 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
                            "judge_calls": judge.calls if judge else 0, "resamples": config.bootstrap_resamples})
         log_summary(summary)
         mlflow.log_table(table.assign(retrieved=table["retrieved"].map(json.dumps)), "per_question.json")
-        mlflow.log_text(report_html(f"lakerag evaluation: {eval_set}, model version {version}", table, summary),
-                        "report.html")
+        mlflow.log_text(report_html(f"lakerag evaluation: {eval_set}, model version {version}", table, summary,
+                                    config.confidence), "report.html")
     return {"run_id": run.info.run_id, "summary": summary, "table": table}
 
 
@@ -207,9 +219,8 @@ def latest_evaluation(experiment_id: str, version: str, eval_set: str):
     """The newest evaluation run of a model version on a question set, or None."""
     import mlflow
 
-    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{TAG_VERSION}` = '{version}' and "
-                              f"tags.`{TAG_SET}` = '{eval_set}'", order_by=["attributes.start_time DESC"],
-                              max_results=1, output_format="list")
+    runs = mlflow.search_runs([experiment_id], filter_string=_tag_filter(version=version, eval_set=eval_set),
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0] if runs else None
 
 
@@ -219,7 +230,10 @@ def promote(name: str, experiment_id: str, eval_set: str, metrics: tuple) -> tup
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    challenger = str(client.get_model_version_by_alias(name, "challenger").version)
+    try:
+        challenger = str(client.get_model_version_by_alias(name, "challenger").version)
+    except MlflowException:
+        return False, f"{name} has no @challenger: run `lakerag register-chain` first"
     try:
         champion = str(client.get_model_version_by_alias(name, "champion").version)
     except MlflowException:

@@ -26,7 +26,7 @@ from lakerag.gold import encode
 from lakerag.index import bm25_tokens
 from lakerag.llm import LLM, LLMError, make_llm
 from lakerag.settings import EvaluationSettings, Settings
-from lakerag.summaries import MalformedOutput
+from lakerag.summaries import MalformedOutput, json_in, model_key
 from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,8 @@ log = logging.getLogger(__name__)
 
 def parse_pairs(text: str, styles: tuple) -> list[dict[str, str]]:
     """Model output -> validated [{style, question, answer}]; raises MalformedOutput."""
-    start, end = text.find("["), text.rfind("]")
-    if start < 0 or end <= start:
-        raise MalformedOutput("no JSON list in the output")
-    try:
-        items = json.loads(text[start: end + 1])
-    except json.JSONDecodeError as err:
-        raise MalformedOutput(f"invalid JSON: {err}") from err
     pairs = []
-    for item in items:
+    for item in json_in(text, list):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("question", "answer")):
             raise MalformedOutput('each entry must be an object with string "question" and "answer"')
         question, answer = item["question"].strip(), item["answer"].strip()
@@ -89,10 +82,6 @@ class EvalSetReport:
     completion_tokens: int = 0
 
 
-def generator_key(settings: Settings) -> str:
-    return f"{settings.llm.backend}:{settings.llm.model}"
-
-
 def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any],
                    report: EvalSetReport) -> list[dict[str, str]]:
     """One section -> validated pairs (one retry after malformed output), [] on failure."""
@@ -118,7 +107,7 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
                    run_time: datetime | None = None) -> EvalSetReport:
     """Generate pairs for the sections the budget admits; retire pairs of vanished sections."""
     run_time = run_time or datetime.now(timezone.utc)
-    config, generator = settings.evaluation, generator_key(settings)
+    config, generator = settings.evaluation, model_key(settings)
     table = lakehouse.table(EVAL_QUESTIONS.name)
     sections = spark.table(lakehouse.table(SILVER_SECTIONS.name))
     existing = spark.table(table)

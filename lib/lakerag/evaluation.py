@@ -18,7 +18,7 @@ from scipy.stats import bootstrap
 from lakerag.documents import content_id
 from lakerag.llm import LLM, LLMError
 from lakerag.settings import EvaluationSettings
-from lakerag.summaries import MalformedOutput
+from lakerag.summaries import MalformedOutput, json_in
 
 log = logging.getLogger(__name__)
 RETRIEVAL = ("recall@k", "mrr", "ndcg@k", "context_precision")
@@ -63,13 +63,7 @@ def citation_accuracy(citations: list[dict], source: dict[str, Any]) -> float:
 
 def parse_judgment(text: str) -> dict[str, Any]:
     """Judge output -> validated {answer_claims, reference_statements, answer_questions}."""
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        raise MalformedOutput("no JSON object in the output")
-    try:
-        data = json.loads(text[start: end + 1])
-    except json.JSONDecodeError as err:
-        raise MalformedOutput(f"invalid JSON: {err}") from err
+    data = json_in(text, dict)
     claims, statements = data.get("answer_claims"), data.get("reference_statements")
     if not isinstance(claims, list) or not all(isinstance(c, dict) and isinstance(c.get("in_contexts"), bool)
                                                and isinstance(c.get("in_reference"), bool) for c in claims):
@@ -113,6 +107,7 @@ class Judge:
         self.cache = cache  # judgment_id -> {"status", "response", "error"}; rows already stored
         self.new: dict[str, dict[str, Any]] = {}  # judgments made in this run, to store
         self.calls = 0
+        self.transient_failures = 0
 
     def judge(self, question: str, contexts: list[str], reference: str, answer: str) -> dict[str, Any] | None:
         """The validated judgment, or None when the judge failed (now or in the cached call)."""
@@ -121,18 +116,21 @@ class Judge:
         judgment_id = content_id(self.name, str(self.config.seed), prompt)
         found = self.cache.get(judgment_id) or self.new.get(judgment_id)
         if found is None:
-            found = self._call(prompt)
+            self.calls += 1
+            try:
+                reply = self.llm.chat([{"role": "user", "content": prompt}],
+                                      max_tokens=self.config.judge_max_new_tokens, temperature=0.0)
+            except LLMError as err:
+                # the backend failed, not the judge: counted as NaN now, asked again next run
+                log.warning("judge call failed: %s", err)
+                self.transient_failures += 1
+                return None
+            try:
+                found = {"status": "ok", "response": json.dumps(parse_judgment(reply.text)), "error": None}
+            except MalformedOutput as err:
+                found = {"status": "failed", "response": None, "error": f"malformed judgment: {err}"}
             self.new[judgment_id] = found
         return json.loads(found["response"]) if found["status"] == "ok" else None
-
-    def _call(self, prompt: str) -> dict[str, Any]:
-        self.calls += 1
-        try:
-            reply = self.llm.chat([{"role": "user", "content": prompt}], max_tokens=self.config.judge_max_new_tokens,
-                                  temperature=0.0)
-            return {"status": "ok", "response": json.dumps(parse_judgment(reply.text)), "error": None}
-        except (LLMError, MalformedOutput) as err:
-            return {"status": "failed", "response": None, "error": f"{type(err).__name__}: {err}"}
 
 
 @dataclass(frozen=True)
@@ -164,6 +162,9 @@ def gate(champion: dict[str, MetricSummary], challenger: dict[str, MetricSummary
          metrics: tuple) -> tuple[bool, pd.DataFrame]:
     """Promote unless the challenger is worse than the champion beyond the intervals on a key
     metric (its interval lies wholly below the champion's); returns (promote, table of reasons)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"evaluation.gate_metrics: unknown {unknown}; choose from {list(METRICS)}")
     rows = []
     for metric in metrics:
         old, new = champion[metric], challenger[metric]
@@ -211,7 +212,8 @@ def evaluate_chain(predict: Callable[[list[dict]], list[dict]], questions: pd.Da
         judged.append(judged_scores(judgment, row.question, similarity) if judge is not None
                       else dict.fromkeys(JUDGED, float("nan")))
     table = pd.concat([table, pd.DataFrame(judged)], axis=1)
-    table["citation_accuracy"] = [citation_accuracy(a["citations"], row._asdict())
+    # only citations the model made count: its fallback "all sources" list is not a citation
+    table["citation_accuracy"] = [citation_accuracy(a["citations"] if a.get("cited_explicitly") else [], row._asdict())
                                   for a, row in zip(answers, questions.itertuples(index=False))]
     return table
 

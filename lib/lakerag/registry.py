@@ -9,6 +9,7 @@ from typing import Any
 
 import lakerag
 from lakerag.settings import Settings, settings_to_dict
+from lakerag.summaries import model_key
 
 log = logging.getLogger(__name__)
 CHAIN_FILE = Path(__file__).with_name("chain_model.py")
@@ -83,7 +84,7 @@ def register_chain(settings: Settings, index_folder: Path, name: str, alias: str
     from mlflow import MlflowClient
 
     with mlflow.start_run(run_name="register-chain") as run:
-        mlflow.log_params({"index": str(index_folder), "llm": f"{settings.llm.backend}:{settings.llm.model}",
+        mlflow.log_params({"index": str(index_folder), "llm": model_key(settings),
                            "embedding": settings.models.embedding, "k": settings.chain.k,
                            "memory": settings.chain.memory})
         info = log_chain(settings, index_folder)

@@ -65,7 +65,7 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
 
     @app.get("/health")
     @app.get("/ping")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # async: never queued behind answers in the thread pool
         return {"status": "ok", "model_uri": model_uri}
 
     @app.post("/invocations")
@@ -79,7 +79,7 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
             return error(413, f"request body is larger than {limits.max_request_bytes} bytes (chain.max_request_bytes)")
         try:
             rows = request_rows(json.loads(body), limits)
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
             return error(400, f"malformed JSON: {err}")
         except BadRequest as err:
             return error(400, str(err))

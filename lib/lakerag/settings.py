@@ -291,7 +291,7 @@ class EvaluationSettings:
     # Evaluation
     judge_prompt: str = JUDGE_PROMPT  # {question} {contexts} {reference} {answer}
     judge_max_new_tokens: int = 400
-    k: int = 5  # cut-off of recall@k and nDCG@k
+    k: int = 4  # cut-off of recall@k and nDCG@k (at most chain.k: the chain retrieves no more)
     max_questions: int = 0  # per evaluation run, 0 = the whole test split
     bootstrap_resamples: int = 1000
     confidence: float = 0.95

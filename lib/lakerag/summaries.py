@@ -51,17 +51,25 @@ def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
     return items
 
 
-def parse_metadata(text: str) -> SectionMetadata:
-    """Model output -> validated metadata; raises MalformedOutput saying what is wrong."""
-    start, end = text.find("{"), text.rfind("}")
+def json_in(text: str, kind: type) -> Any:
+    """The outermost JSON object (kind dict) or list (kind list) in model output, which may wrap
+    it in prose or a code fence; raises MalformedOutput."""
+    opener, closer, name = ("{", "}", "object") if kind is dict else ("[", "]", "list")
+    start, end = text.find(opener), text.rfind(closer)
     if start < 0 or end <= start:
-        raise MalformedOutput("no JSON object in the output")
+        raise MalformedOutput(f"no JSON {name} in the output")
     try:
         data = json.loads(text[start: end + 1])
     except json.JSONDecodeError as err:
         raise MalformedOutput(f"invalid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise MalformedOutput("the JSON is not an object")
+    if not isinstance(data, kind):
+        raise MalformedOutput(f"the JSON is not a {name}")
+    return data
+
+
+def parse_metadata(text: str) -> SectionMetadata:
+    """Model output -> validated metadata; raises MalformedOutput saying what is wrong."""
+    data = json_in(text, dict)
     missing = sorted({"summary", "title", "keywords", "questions"} - set(data))
     if missing:
         raise MalformedOutput(f"missing keys {missing}")
@@ -174,7 +182,8 @@ def run_params(settings: Settings) -> dict[str, Any]:
     config = settings.summaries
     return {"model": model_key(settings), "prompt_version": config.prompt_version,
             "max_sections": config.max_sections, "min_chars": config.min_chars,
-            "max_input_chars": config.max_input_chars, "max_new_tokens": config.max_new_tokens}
+            "max_input_chars": config.max_input_chars, "chunk_strategy": config.chunk_strategy,
+            "max_chunks": config.max_chunks, "max_new_tokens": config.max_new_tokens}
 
 
 def _attach_chunks(spark: SparkSession, lakehouse: Lakehouse, config: SummarySettings,
@@ -203,7 +212,7 @@ def summary_text() -> Column:
 
 
 def model_key(settings: Settings) -> str:
-    """How summaries rows name the model: backend and model."""
+    """How rows name the LLM that wrote them (summaries, questions, judgments): backend:model."""
     return f"{settings.llm.backend}:{settings.llm.model}"
 
 

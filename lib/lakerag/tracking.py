@@ -40,7 +40,10 @@ def use_experiment(name: str, lake_root: Path) -> str:
     if found is not None:
         experiment_id = found.experiment_id
     else:
-        local = mlflow.get_tracking_uri().startswith(("sqlite:", "file:")) or "://" not in mlflow.get_tracking_uri()
+        uri = mlflow.get_tracking_uri()
+        scheme = uri.split(":", 1)[0] if ":" in uri else ""
+        # sqlite / file / a plain path keep artifacts beside the lake; databricks and servers decide themselves
+        local = scheme in ("sqlite", "file", "")
         location = (Path(lake_root).resolve() / "mlartifacts").as_uri() if local else None
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
