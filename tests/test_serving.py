@@ -203,3 +203,31 @@ def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, 
     # the same version on the same questions is not evaluated twice
     assert run_evaluation(spark, corpus_index[0], settings, f"models:/lakerag_chain/{done.version}", done.version,
                           "debian-faq", experiment, use_judge=False) is None
+
+
+def test_mlflow_models_serve_answers_with_the_same_logged_model(registered, tmp_path):
+    uri, _, _ = registered
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+    process = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager", "local", "-p", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(base + "/ping", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        status, body = _post(base + "/invocations", json.dumps(
+            {"dataframe_records": [{"messages": [{"role": "user", "content": QUESTION}]}]}).encode())
+        assert status == 200, body
+        [answer] = body["predictions"]
+        assert answer["answer"] and answer["citations"][0]["section"] == SECTION
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
