@@ -112,6 +112,18 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def _wait_until_up(process: subprocess.Popen, url: str, seconds: float = 300) -> None:
+    """Poll `url` until it answers; fail with the server's output if the process exits first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"{url} did not come up: {process.stdout.read()[-3000:] if process.poll() is not None else 'timeout'}")
+
+
 @pytest.fixture(scope="module")
 def server(registered, tmp_path_factory):
     uri, _, root = registered
@@ -121,14 +133,7 @@ def server(registered, tmp_path_factory):
          "--tracking-uri", uri, "--lake-root", str(root)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(1)
-    assert process.poll() is None, process.stdout.read()[-3000:]
+    _wait_until_up(process, base + "/health")
     yield base, process
     process.terminate()
     process.wait(timeout=30)
@@ -215,14 +220,7 @@ def test_mlflow_models_serve_answers_with_the_same_logged_model(registered, tmp_
         env=os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(base + "/ping", timeout=2):
-                    break
-            except OSError:
-                time.sleep(1)
-        assert process.poll() is None, process.stdout.read()[-3000:]
+        _wait_until_up(process, base + "/ping")
         status, body = _post(base + "/invocations", json.dumps(
             {"dataframe_records": [{"messages": [{"role": "user", "content": QUESTION}]}]}).encode())
         assert status == 200, body
