@@ -1,6 +1,6 @@
 """Batch serving: answer the questions of serving_questions with a registered chain, into
-serving_answers (one row per question id, MERGEd, so a re-run with the same model version
-answers nothing again and a new version re-answers everything)."""
+serving_answers (one row per question id, MERGEd: a re-run with the same model version answers
+nothing already answered and retries failed questions; a new version re-answers everything)."""
 from __future__ import annotations
 
 import logging
@@ -20,16 +20,18 @@ log = logging.getLogger(__name__)
 _loaded: dict[str, object] = {}  # versioned model URI -> pyfunc model, loaded once per Python worker
 
 
-def resolve_version(model_uri: str) -> str:
-    """The registered version behind models:/name@alias or models:/name/version (else the URI)."""
+def resolve_model(model_uri: str) -> tuple[str, str]:
+    """(registered version, URI that loads exactly it) for models:/name@alias or
+    models:/name/version; any other URI is its own version."""
     from mlflow import MlflowClient
 
     if not model_uri.startswith("models:/"):
-        return model_uri
-    name, _, rest = model_uri[len("models:/"):].partition("@")
-    if rest:
-        return str(MlflowClient().get_model_version_by_alias(name, rest).version)
-    return model_uri.rstrip("/").rsplit("/", 1)[-1]
+        return model_uri, model_uri
+    name, _, alias = model_uri[len("models:/"):].partition("@")
+    if alias:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        return version, f"models:/{name}/{version}"
+    return model_uri.rstrip("/").rsplit("/", 1)[-1], model_uri
 
 
 def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_version: str, tracking_uri: str,
@@ -82,7 +84,8 @@ def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_tim
     import mlflow
 
     run_time = run_time or datetime.now(timezone.utc)
-    version = resolve_version(model_uri)
+    # load the resolved version, not the alias: an alias that moves mid-job must not mix versions
+    version, load_uri = resolve_model(model_uri)
     answers_table = lakehouse.table(SERVING_ANSWERS.name)
     questions = spark.table(lakehouse.table(SERVING_QUESTIONS.name))
     # failed questions are tried again: the failure may have been passing (an endpoint timeout)
@@ -94,8 +97,6 @@ def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_tim
         return BatchReport(version, 0, 0, total)
     log.info("answering %d questions with %s (version %s)", pending, model_uri, version)
     # Answers are computed once, staged in memory, then merged: the MERGE must not re-run the model.
-    # load the resolved version, not the alias: an alias that moves mid-job must not mix versions
-    load_uri = f"models:/{model_uri[len('models:/'):].split('@')[0]}/{version}" if "@" in model_uri else model_uri
     answered = answer_questions(todo, model_uri, load_uri, version, mlflow.get_tracking_uri(),
                                 mlflow.get_registry_uri(), run_time).toPandas()
     staged = spark.createDataFrame(answered, SERVING_ANSWERS.schema)

@@ -292,22 +292,22 @@ def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> 
 
 
 def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from lakerag.batch import resolve_model
     from lakerag.eval_jobs import NoQuestions, run_evaluation
 
     experiment_id = _mlflow_experiment(args)
     name = _model_name(args)
     for alias in args.aliases:
         try:
-            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            version, uri = resolve_model(f"models:/{name}@{alias}")
         except MlflowException:
             print(f"{name} has no @{alias}: skipped")
             continue
         for eval_set in args.eval_set:
             try:
-                result = run_evaluation(spark, lakehouse, settings, f"models:/{name}/{version}", version, eval_set,
+                result = run_evaluation(spark, lakehouse, settings, uri, version, eval_set,
                                         experiment_id, not args.no_judge, answers=not args.retrieval_only)
             except NoQuestions as err:
                 print(f"@{alias} on {eval_set}: skipped, {err}")

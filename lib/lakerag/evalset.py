@@ -138,10 +138,11 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
             status, reason = "active", None
             supported = support(pair["answer"], section["text"])
             vector = encode([pair["question"]], settings.models.embedding, 1)
+            closest = float((kept_vectors @ vector[0]).max()) if kept_vectors is not None else 0.0
             if supported < config.min_support:
                 status, reason = "rejected", f"unsupported (support {supported:.2f})"
-            elif kept_vectors is not None and float((kept_vectors @ vector[0]).max()) >= config.max_similarity:
-                status, reason = "rejected", f"duplicate (similarity {float((kept_vectors @ vector[0]).max()):.2f})"
+            elif closest >= config.max_similarity:
+                status, reason = "rejected", f"duplicate (similarity {closest:.2f})"
             else:
                 kept_vectors = vector if kept_vectors is None else np.vstack([kept_vectors, vector])
             rows.append({"question_id": question_id, "section_id": section["section_id"], "doc_id": section["doc_id"],
