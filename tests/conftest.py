@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -88,6 +89,25 @@ def put(landing: Path, name: str, source: str | bytes) -> Path:
     else:
         shutil.copyfile(corpus_pdf(source), target)
     return target
+
+
+@contextmanager
+def vanishing_on_read(path: Path) -> Iterator[None]:
+    """While active, `path` is deleted just after bronze lists the landing folder and before it
+    reads the files' bytes (the race a busy landing folder has)."""
+    import lakerag.bronze
+
+    real_read = lakerag.bronze.read_contents
+
+    def read_after_file_vanished(spark_, paths):
+        path.unlink()
+        return real_read(spark_, paths)
+
+    lakerag.bronze.read_contents = read_after_file_vanished
+    try:
+        yield
+    finally:
+        lakerag.bronze.read_contents = real_read
 
 
 def assert_same_rows(actual, expected, key: list[str]) -> None:

@@ -10,7 +10,6 @@ import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
 
-import lakerag.bronze
 from lakerag.bronze import ingest_bronze
 from lakerag.engine import Lakehouse, spark_session
 from lakerag.settings import BronzeSettings
@@ -21,7 +20,7 @@ from lakerag.tables import (
     TableSchemaMismatch,
     ensure_tables,
 )
-from tests.conftest import TEST_CATALOG, corpus_pdf, put
+from tests.conftest import TEST_CATALOG, corpus_pdf, put, vanishing_on_read
 
 SETTINGS = BronzeSettings(max_file_bytes=500_000)
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
@@ -54,17 +53,8 @@ def test_each_bad_kind_lands_in_quarantine_with_its_reason(spark, lakehouse, lan
     put(landing, "huge.pdf", "GeoTopo-komprimiert.pdf")  # 1.8 MB, over the 500 kB limit
     vanishing = put(landing, "vanishing.pdf", "pdflatex-4-pages.pdf")
 
-    real_read = lakerag.bronze.read_contents
-
-    def read_after_file_vanished(spark_, paths):
-        vanishing.unlink()  # removed between listing and reading
-        return real_read(spark_, paths)
-
-    lakerag.bronze.read_contents = read_after_file_vanished
-    try:
+    with vanishing_on_read(vanishing):
         report = ingest(spark, lakehouse, landing)
-    finally:
-        lakerag.bronze.read_contents = real_read
 
     assert report.files_seen == 6
     quarantine = rows(spark, lakehouse, BRONZE_QUARANTINE).select("file_name", "reason", "status")

@@ -15,6 +15,7 @@ from lakerag.pdf_parse import (
     paragraphs_of_flow,
     parse_pdf,
 )
+from tests import bad_inputs
 from tests.conftest import corpus_pdf
 
 
@@ -127,3 +128,41 @@ def test_unparseable_documents_fail_with_a_reason(content, passwords, reason):
 def test_configured_password_opens_an_encrypted_pdf():
     document = parse_pdf(corpus_pdf("libreoffice-writer-password.pdf").read_bytes(), "p.pdf", ("openpassword",))
     assert document.page_count == 1 and document.sections[0].text
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("decompression-bomb.pdf", "resource_limit"), ("huge-page-count.pdf", "too_many_pages"),
+     ("image-only.pdf", "no_text"), ("encrypted.pdf", "encrypted"), ("truncated.pdf", "malformed")],
+)
+def test_generated_bad_pdfs_fail_with_their_reason(name, reason):
+    with pytest.raises(ParseFailure) as failure:
+        parse_pdf(bad_inputs.corpus("secret")[name], name, max_pages=5000)
+    assert failure.value.reason == reason
+
+
+def test_page_tree_bomb_hits_pypdfs_own_limit_when_ours_is_off():
+    with pytest.raises(ParseFailure) as failure:
+        parse_pdf(bad_inputs.huge_page_count(), "huge.pdf", max_pages=0)
+    assert failure.value.reason == "resource_limit" and "page tree" in failure.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "warning"),
+    [("broken-xref.pdf", "incorrect startxref pointer"), ("deep-outline.pdf", "outline ignored")],
+)
+def test_repairable_pdfs_parse_and_say_what_was_repaired(name, warning):
+    document = parse_pdf(bad_inputs.corpus("secret")[name], name)
+    assert document.sections[0].text == bad_inputs.SENTENCE.decode()
+    assert any(w.startswith(warning) for w in document.warnings), document.warnings
+
+
+def test_clean_pdf_has_no_warnings():
+    assert parse_pdf(bad_inputs.good(), "good.pdf").warnings == []
+
+
+def test_text_that_is_not_valid_unicode_comes_out_as_valid_utf8():
+    document = parse_pdf(bad_inputs.non_utf_text(), "x.pdf")
+    text = document.sections[0].text
+    assert text.startswith("\ufffd lone surrogate, \U0001F600 a pair")
+    text.encode("utf-8")  # raises on a surrogate left in

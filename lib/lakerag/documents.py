@@ -11,9 +11,14 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -24,9 +29,10 @@ from lakerag.chunking import Chunker, ChunkSpec
 from lakerag.models import load_tokenizer
 from lakerag.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf
 
-# pypdf warns about every repaired cross-reference or odd font; parse failures that matter
-# become failure rows, so keep worker output to errors.
+# pypdf warns about every repaired cross-reference or odd font; parse_pdf collects those
+# warnings into the document's row, so keep worker output to errors.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
+log = logging.getLogger(__name__)
 
 # Text sampled for language detection: enough for a stable guess, cheap to classify.
 LANGUAGE_SAMPLE_CHARS = 4000
@@ -94,24 +100,103 @@ def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, 
     return rows
 
 
+@dataclass(frozen=True)
+class ParseLimits:
+    """Per-document bounds on one parse (0 = no bound); see silver.max_* in conf/."""
+
+    max_pages: int = 0
+    max_seconds: float = 0
+    max_memory_mb: int = 0
+
+
+class ParseOverLimit(BaseException):
+    """Raised into a parse that went over a bound; `reason` is timeout or memory_limit.
+
+    A BaseException, so that the broad `except Exception` blocks in pypdf and in our page
+    loop cannot swallow it (pypdf also catches MemoryError, which is why memory is watched
+    rather than capped with an rlimit).
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# How often a bounded parse checks its clock and memory.
+LIMIT_CHECK_SECONDS = 0.05
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident memory (Linux /proc), None where unknown."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def bounded(limits: ParseLimits) -> Iterator[None]:
+    """Run the body with at most `limits.max_seconds` of wall time and `limits.max_memory_mb`
+    of resident-memory growth: ParseOverLimit is raised into it when it goes over.
+
+    A timer signal checks both every LIMIT_CHECK_SECONDS, so this needs the main thread. The
+    memory bound needs a process of our own (the parsing pool's workers): elsewhere other
+    threads' memory would count, and it is skipped. A single allocation too big to be seen
+    by the check kills the worker instead, which parallel_map turns into a worker_crashed row.
+    """
+    start = _resident_bytes()
+    watch_memory = limits.max_memory_mb > 0 and multiprocessing.parent_process() is not None and start is not None
+    ceiling = start + limits.max_memory_mb * 1024 * 1024 if watch_memory else None
+    deadline = time.monotonic() + limits.max_seconds if limits.max_seconds > 0 else None
+    if (ceiling is None and deadline is None) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def check(signum, frame):
+        if deadline is not None and time.monotonic() > deadline:
+            raise ParseOverLimit("timeout")
+        if ceiling is not None and (_resident_bytes() or 0) > ceiling:
+            raise ParseOverLimit("memory_limit")
+
+    saved_handler = signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, LIMIT_CHECK_SECONDS, LIMIT_CHECK_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved_handler)
+
+
+def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime) -> dict[str, Any]:
+    return {
+        "doc_id": doc_id, "parser_version": PARSER_VERSION, "source_path": source_path,
+        "file_name": file_name, "title": None, "language": None, "page_count": None,
+        "pages_with_text": None, "outline_entries": None, "warnings": [], "parsed_at": run_time,
+        "reason": None, "message": None, "sections": [], "chunks": [],
+    }
+
+
 def parse_document(
     doc_id: str, content: bytes, source_path: str, file_name: str, passwords: tuple[str, ...],
-    specs: list[ChunkSpec], run_time: datetime,
+    specs: list[ChunkSpec], run_time: datetime, limits: ParseLimits = ParseLimits(),
 ) -> dict[str, Any]:
     """One bronze document -> a staging row: sections and their chunks, or a failure reason.
 
-    Never raises: a document that breaks the parser becomes a failure row, not a failed job.
+    Never raises: a document that breaks the parser or goes over a limit becomes a failure row,
+    not a failed job.
     """
-    row: dict[str, Any] = {
-        "doc_id": doc_id, "parser_version": PARSER_VERSION, "source_path": source_path,
-        "file_name": file_name, "title": None, "language": None, "page_count": None,
-        "pages_with_text": None, "outline_entries": None, "parsed_at": run_time,
-        "reason": None, "message": None, "sections": [], "chunks": [],
-    }
+    row = _empty_row(doc_id, source_path, file_name, run_time)
     try:
-        parsed = parse_pdf(content, file_name, passwords)
+        with bounded(limits):
+            parsed = parse_pdf(content, file_name, passwords, limits.max_pages)
     except ParseFailure as failure:
         return row | {"reason": failure.reason, "message": failure.message}
+    except ParseOverLimit as over:
+        bound = (f"took over silver.max_parse_seconds={limits.max_seconds:g} s" if over.reason == "timeout"
+                 else f"needed over silver.max_parse_memory_mb={limits.max_memory_mb} MB")
+        return row | {"reason": over.reason,
+                      "message": f"parsing {bound}: raise the limit in conf/ if the document is legitimate"}
     except Exception as err:  # noqa: BLE001 - one bad document must never stop the job
         return row | {"reason": "parser_error", "message": f"{type(err).__name__}: {err}"[:2000]}
     language = detect_language("\n\n".join(section.text for section in parsed.sections))
@@ -120,10 +205,16 @@ def parse_document(
     return row | {
         "title": parsed.title, "language": language, "page_count": parsed.page_count,
         "pages_with_text": parsed.pages_with_text, "outline_entries": parsed.outline_entries,
-        "sections": sections,
+        "warnings": parsed.warnings, "sections": sections,
         "chunks": [chunk for section in sections if section["text"].strip()
                    for chunk in chunk_rows(section, specs, tags)],
     }
+
+
+def crashed_parse(args: tuple, message: str) -> dict[str, Any]:
+    """The failure row of a document whose parsing process died (what parallel_map's on_crash gets)."""
+    doc_id, _content, source_path, file_name, *_rest, run_time, _limits = args
+    return _empty_row(doc_id, source_path, file_name, run_time) | {"reason": "worker_crashed", "message": message}
 
 
 def parse_task(args: tuple) -> dict[str, Any]:
@@ -162,35 +253,74 @@ def _main_script_hidden() -> Iterator[None]:
         main.__spec__ = saved
 
 
-def start_pool(workers: int, model: str) -> None:
-    """Start `workers` processes and warm them up in the background (no-op for 1 worker).
+_POOL_MODELS: dict[int, str] = {}
 
-    The pool lives as long as this process: Sail runs UDFs in this one process, so later
-    batches and runs reuse it. spawn, not fork: the engine's threads make forking unsafe.
+
+def start_pool(workers: int, model: str) -> None:
+    """Start `workers` processes and warm them up in the background.
+
+    Parsing always runs in this pool, even with one worker, so that a document's time and
+    memory bounds and a crash stay inside a process of its own. The pool lives as long as
+    this process: Sail runs UDFs in this one process, so later batches and runs reuse it.
+    spawn, not fork: the engine's threads make forking unsafe.
     """
-    if workers <= 1 or workers in _POOLS:
+    if workers in _POOLS:
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max(workers, 1), mp_context=multiprocessing.get_context("spawn"))
     with _main_script_hidden():  # processes start during submit
-        for _ in range(workers):
+        for _ in range(max(workers, 1)):
             pool.submit(_warm_up, model)
     _POOLS[workers] = pool
+    _POOL_MODELS[workers] = model
 
 
-def parallel_map(function: Callable[[Any], Any], items: list, workers: int, what: str) -> list:
+def _restart_pool(workers: int) -> Executor:
+    """Replace a pool whose worker died (a broken pool refuses new work)."""
+    _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
+    start_pool(workers, _POOL_MODELS[workers])
+    return _POOLS[workers]
+
+
+def parallel_map(
+    function: Callable[[Any], Any], items: list, workers: int, what: str,
+    on_crash: Callable[[Any, str], Any] | None = None,
+) -> list:
     """`function` over `items`, in order: in the pool started by start_pool, else in this process.
 
+    If a worker process dies (killed for memory, a crash in native code), the items not yet
+    done run again one at a time in a fresh pool; an item that kills its worker alone gets
+    `on_crash(item, message)` as its result (without on_crash the error propagates).
     Shows a progress bar on a terminal (tqdm stays quiet when stderr is not one).
     """
     pool = _POOLS.get(workers)
     progress = tqdm(total=len(items), desc=what, unit="item", disable=None, leave=False)
     with progress, _main_script_hidden():  # a worker that died is replaced during map
-        results = []
-        mapped = pool.map(function, items, chunksize=1) if pool and len(items) > 1 else map(function, items)
-        for result in mapped:
-            results.append(result)
-            progress.update()
+        if pool is None:
+            return [_counted(function(item), progress) for item in items]
+        results: list = []
+        try:
+            for result in pool.map(function, items, chunksize=1):
+                results.append(_counted(result, progress))
+        except BrokenProcessPool:
+            pool = _restart_pool(workers)  # a broken pool refuses all later work
+            if on_crash is None:
+                raise
+            log.warning("a %s worker died; running the remaining %d item(s) one at a time",
+                        what, len(items) - len(results))
+            for item in items[len(results):]:
+                try:
+                    result = pool.submit(function, item).result()
+                except BrokenProcessPool:
+                    result = on_crash(item, f"the {what} process died on this item (killed for "
+                                            "memory by the OS, or a crash in native code)")
+                    pool = _restart_pool(workers)
+                results.append(_counted(result, progress))
         return results
+
+
+def _counted(result: Any, progress: tqdm) -> Any:
+    progress.update()
+    return result
 
 
 def resolve_parse_workers(configured: int, engine: str) -> int:

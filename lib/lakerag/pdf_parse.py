@@ -12,20 +12,24 @@ import logging
 import re
 import statistics
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Iterator
 
 from pypdf import PdfReader
-from pypdf.errors import PdfReadError
+from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-2"
+PARSER_VERSION = "pypdf-layout-3"
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
 BOLD_FONT = re.compile(r"bold|black|heavy|semibold|demi|cmbx|-bd\b|\bbd\b|,b\b", re.IGNORECASE)
 WORD = re.compile(r"\w+", re.UNICODE)
+# At most this many distinct repair warnings are kept per document.
+MAX_WARNINGS = 20
 
 
 class ParseFailure(Exception):
@@ -134,12 +138,55 @@ class ParsedDocument:
     pages_with_text: int
     outline_entries: int
     sections: list[Section]
+    # What pypdf repaired or we skipped to read the document (broken xref, unreadable outline...).
+    warnings: list[str] = field(default_factory=list)
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD.
+
+    A font's ToUnicode map can name UTF-16 surrogates; Python keeps them as lone code points,
+    which cannot be encoded as UTF-8, so one such glyph would fail the whole batch's write.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the distinct messages pypdf logs while it repairs a document."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages and len(self.messages) < MAX_WARNINGS:
+            self.messages.append(message)
+
+
+@contextmanager
+def pypdf_warnings() -> Iterator[list[str]]:
+    """While active, pypdf's repair warnings go into the yielded list instead of the log."""
+    logger = logging.getLogger("pypdf")
+    collector = _WarningCollector()
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def open_pdf(content: bytes, passwords: tuple[str, ...] = ()) -> PdfReader:
     """Open PDF bytes, decrypting with the empty password or one of `passwords`."""
     try:
         reader = PdfReader(io.BytesIO(content), strict=False)
+    except LimitReachedError as err:
+        raise ParseFailure("resource_limit", f"the file exceeds a pypdf safety limit: {err}") from err
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
         raise ParseFailure("malformed", f"pypdf cannot read the file structure: {err}") from err
     if reader.is_encrypted:
@@ -152,7 +199,8 @@ def open_pdf(content: bytes, passwords: tuple[str, ...] = ()) -> PdfReader:
         raise ParseFailure(
             "encrypted",
             "the PDF is password-protected and no configured password opens it: "
-            "add the password to silver.passwords in conf/",
+            "put its password in the LAKERAG_PDF_PASSWORDS environment variable (one per line; "
+            "on Databricks from a secret scope)",
         )
     return reader
 
@@ -194,7 +242,7 @@ def page_runs(page) -> list[Run]:
         if id(font) not in fonts:
             fonts[id(font)] = _font_metrics(font) if hasattr(font, "get") else ({}, 0.5, False)
         widths, average, bold = fonts[id(font)]
-        clean = text.replace("\n", " ")
+        clean = valid_unicode(text).replace("\n", " ")
         width = size * sum(widths.get(ord(ch), average) for ch in clean)
         runs.append(Run(x, y, round(size, 1), bold, clean, x + width))
 
@@ -370,22 +418,25 @@ def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
     return [[] if is_contents_page(page) else page for page in kept]
 
 
-def extract_paragraphs(reader: PdfReader) -> tuple[list[Paragraph], int]:
-    """All paragraphs of a document in reading order, and the number of pages with text."""
+def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None) -> tuple[list[Paragraph], int]:
+    """All paragraphs of a document in reading order, and the number of pages with text;
+    pages that cannot be read are skipped and named in `warnings`."""
     pages: list[list[Line]] = []
     widths: list[float] = []
     errors: list[str] = []
     for number, page in enumerate(reader.pages, start=1):
         try:
             pages.append(group_lines(page_runs(page), number))
+        except LimitReachedError as err:  # a decompression bomb or similar: reject the file
+            raise ParseFailure("resource_limit", f"page {number} exceeds a pypdf safety limit: {err}") from err
         except Exception as err:  # noqa: BLE001 - one bad page must not lose the others
             errors.append(f"page {number}: {err}")
             pages.append([])
         widths.append(float(page.mediabox.width))
     if errors and len(errors) == len(pages):
         raise ParseFailure("malformed", f"no page could be read ({errors[0]})")
-    if errors:
-        logging.getLogger(__name__).warning("skipped unreadable pages: %s", "; ".join(errors[:5]))
+    if errors and warnings is not None:
+        warnings.append(f"skipped {len(errors)} unreadable page(s): " + "; ".join(errors[:5]))
     pages = drop_running_lines(pages)
     paragraphs = [
         paragraph
@@ -408,8 +459,9 @@ class OutlineEntry:
     top: float | None
 
 
-def outline_entries(reader: PdfReader) -> list[OutlineEntry]:
-    """The outline (bookmarks) flattened in document order, entries without a page skipped."""
+def outline_entries(reader: PdfReader, warnings: list[str] | None = None) -> list[OutlineEntry]:
+    """The outline (bookmarks) flattened in document order, entries without a page skipped;
+    an outline that cannot be read gives no entries and a line in `warnings`."""
     entries: list[OutlineEntry] = []
 
     def walk(items, level):
@@ -424,13 +476,15 @@ def outline_entries(reader: PdfReader) -> list[OutlineEntry]:
             if page is None or page < 0:
                 continue
             top = item.get("/Top") if hasattr(item, "get") else None
-            title = " ".join(str(item.title or "").split())
+            title = " ".join(valid_unicode(str(item.title or "")).split())
             if title:
                 entries.append(OutlineEntry(title, level, page + 1, float(top) if top is not None else None))
 
     try:
         walk(reader.outline, 1)
-    except Exception:  # noqa: BLE001 - a broken outline falls back to font heuristics
+    except Exception as err:  # noqa: BLE001 - a broken outline falls back to font heuristics
+        if warnings is not None:
+            warnings.append(f"outline ignored, sections from font headings instead: {err}")
         return []
     return entries
 
@@ -537,27 +591,58 @@ def document_title(reader: PdfReader) -> str | None:
         title = (reader.metadata or {}).get("/Title")
     except Exception:  # noqa: BLE001 - broken info dictionaries are common
         return None
-    title = " ".join(str(title or "").split())
+    title = " ".join(valid_unicode(str(title or "")).split())
     return title or None
 
 
-def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = ()) -> ParsedDocument:
-    """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason."""
+def declared_page_count(reader: PdfReader) -> int | None:
+    """/Count of the page tree's root, read without walking the tree (None if unreadable)."""
+    try:
+        return int(reader.trailer["/Root"]["/Pages"]["/Count"])
+    except Exception:  # noqa: BLE001 - missing or broken: the walk decides
+        return None
+
+
+def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0) -> ParsedDocument:
+    """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason.
+
+    max_pages > 0 rejects longer documents before their pages are read.
+    """
+    with pypdf_warnings() as warnings:
+        document = _parse(content, file_name, passwords, max_pages, warnings)
+    document.warnings = warnings
+    return document
+
+
+def _too_many_pages(count: int, max_pages: int) -> ParseFailure:
+    return ParseFailure("too_many_pages", f"{count} pages, over silver.max_pages={max_pages}: "
+                                          "split the document or raise the limit in conf/")
+
+
+def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages: int,
+           warnings: list[str]) -> ParsedDocument:
     reader = open_pdf(content, passwords)
+    declared = declared_page_count(reader)
+    if max_pages and declared is not None and declared > max_pages:
+        raise _too_many_pages(declared, max_pages)
     try:
         page_count = len(reader.pages)
+    except LimitReachedError as err:
+        raise ParseFailure("resource_limit", f"the page tree exceeds a pypdf safety limit: {err}") from err
     except Exception as err:  # noqa: BLE001
         raise ParseFailure("malformed", f"the page tree cannot be read: {err}") from err
+    if max_pages and page_count > max_pages:
+        raise _too_many_pages(page_count, max_pages)
     if page_count == 0:
         raise ParseFailure("no_pages", "the document has no pages")
-    paragraphs, pages_with_text = extract_paragraphs(reader)
+    paragraphs, pages_with_text = extract_paragraphs(reader, warnings)
     if not paragraphs:
         raise ParseFailure(
             "no_text",
             f"no extractable text on any of {page_count} page(s) (scanned images?): OCR is not supported",
         )
     title = document_title(reader) or file_name
-    entries = outline_entries(reader)
+    entries = outline_entries(reader, warnings)
     if entries:
         sections = sections_from_outline(entries, paragraphs, title)
     else:

@@ -57,6 +57,11 @@ class SilverSettings:
     fixed_overlap: int = 40
     # Paragraphs shorter than this are merged with the next one (captions, stray lines).
     paragraph_min_tokens: int = 24
+    # Per-document bounds: longer documents, slower parses and hungrier parses become
+    # failure rows (too_many_pages, timeout, memory_limit) instead of stalling the batch.
+    max_pages: int = 5000
+    max_parse_seconds: float = 300.0
+    max_parse_memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))
@@ -66,6 +71,8 @@ class SilverSettings:
             )
         if not 0 <= self.fixed_overlap < self.fixed_tokens:
             raise SettingsError("silver.fixed_overlap must be at least 0 and less than silver.fixed_tokens")
+        if min(self.max_pages, self.max_parse_seconds, self.max_parse_memory_mb) < 0:
+            raise SettingsError("silver.max_pages, max_parse_seconds and max_parse_memory_mb must be >= 0 (0 = no limit)")
 
 
 @dataclass(frozen=True)

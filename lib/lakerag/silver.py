@@ -18,7 +18,15 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
 from lakerag.chunking import ChunkSpec
-from lakerag.documents import chunk_task, parallel_map, parse_task, resolve_parse_workers, start_pool
+from lakerag.documents import (
+    ParseLimits,
+    chunk_task,
+    crashed_parse,
+    parallel_map,
+    parse_task,
+    resolve_parse_workers,
+    start_pool,
+)
 from lakerag.engine import Lakehouse
 from lakerag.models import max_sequence_tokens
 from lakerag.pdf_parse import PARSER_VERSION
@@ -39,18 +47,19 @@ PASSWORDS_ENV = "LAKERAG_PDF_PASSWORDS"
 
 
 def parse_documents(
-    documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime
+    documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime,
+    limits: ParseLimits,
 ) -> DataFrame:
     """Bronze documents (doc_id, source_path, file_name, content) -> staging rows, parsed and
-    chunked in `workers` processes."""
+    chunked in `workers` processes, each document within `limits`."""
 
     def parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             # Largest first, so the longest documents do not start last and leave a core idle.
             batch = batch.assign(size=batch["content"].map(len)).sort_values("size", ascending=False)
-            args = [(d, bytes(c), p, f, passwords, specs, run_time)
+            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits)
                     for d, c, p, f in zip(batch["doc_id"], batch["content"], batch["source_path"], batch["file_name"])]
-            rows = parallel_map(parse_task, args, workers, "parse PDFs")
+            rows = parallel_map(parse_task, args, workers, "parse PDFs", on_crash=crashed_parse)
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_PARSE_STAGING.schema.fields])
 
     return documents.select("doc_id", "source_path", "file_name", "content").mapInPandas(
@@ -144,7 +153,9 @@ def run_silver(
         start_pool(workers, settings.models.embedding)  # warms up while Spark plans the parse
         passwords = tuple(p for p in os.environ.get(PASSWORDS_ENV, "").splitlines() if p)
         log.info("parsing and chunking %d documents with %d process(es)", to_parse.count(), workers)
-        parsed = parse_documents(to_parse, passwords, specs, workers, run_time)
+        limits = ParseLimits(settings.silver.max_pages, settings.silver.max_parse_seconds,
+                             settings.silver.max_parse_memory_mb)
+        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits)
         parsed.write.insertInto(table["silver_parse_staging"], overwrite=True)
         staged = spark.table(table["silver_parse_staging"])
         ok = staged.filter(F.col("reason").isNull())

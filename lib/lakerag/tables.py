@@ -127,6 +127,8 @@ SILVER_DOCUMENTS = TableSpec(
             _field("page_count", IntegerType(), False, "pages in the PDF"),
             _field("pages_with_text", IntegerType(), False, "pages with extractable text"),
             _field("outline_entries", IntegerType(), False, "bookmarks used for sections (0: headings from fonts)"),
+            _field("warnings", ArrayType(StringType(), False), False,
+                   "what was repaired or skipped to read it (broken xref, unreadable outline or pages)"),
             _field("parsed_at", TimestampType(), False, "run time of the parse (UTC)"),
         ]
     ),
@@ -182,7 +184,9 @@ SILVER_PARSE_FAILURES = TableSpec(
     name="silver_parse_failures",
     schema=StructType(
         _DOC_KEY + _DOC_SOURCE + [
-            _field("reason", StringType(), False, "encrypted | malformed | no_text | no_pages | parser_error"),
+            _field("reason", StringType(), False,
+                   "encrypted | malformed | no_text | no_pages | too_many_pages | resource_limit | timeout | "
+                   "memory_limit | worker_crashed | parser_error"),
             _field("message", StringType(), False, "what went wrong and what to do"),
             _field("failed_at", TimestampType(), False, "run time of the attempt (UTC)"),
         ]
