@@ -227,6 +227,24 @@ def chunk_task(args: tuple) -> list[dict[str, Any]]:
     return chunk_rows(*args)
 
 
+# How often a pool worker checks that the process that started it is still alive.
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _exit_when_orphaned() -> None:
+    """Pool worker initializer: exit once the parent process is gone (SIGKILLed jobs would
+    otherwise leave their parsing workers running). A thread polls the parent pid rather than
+    using prctl(PR_SET_PDEATHSIG), which fires when the *thread* that spawned the worker ends."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def _warm_up(model: str) -> None:
     """Load what every task needs (tokenizer, language model) before the first document."""
     _chunker(model)
@@ -266,7 +284,8 @@ def start_pool(workers: int, model: str) -> None:
     """
     if workers in _POOLS:
         return
-    pool = ProcessPoolExecutor(max(workers, 1), mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max(workers, 1), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_when_orphaned)
     with _main_script_hidden():  # processes start during submit
         for _ in range(max(workers, 1)):
             pool.submit(_warm_up, model)
