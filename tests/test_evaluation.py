@@ -124,7 +124,7 @@ def test_gate_refuses_worse_beyond_intervals_and_accepts_equal():
         gate(good, same, ("recal@k",))
 
 
-def test_generation_keeps_supported_pairs_rejects_the_rest_and_retires_with_the_section(spark, lakehouse, landing):
+def test_generation_keeps_supported_pairs_rejects_the_rest_retires_and_erases_with_the_source(spark, lakehouse, landing):
     put(landing, "outline.pdf", "pdflatex-outline.pdf")
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
     run_silver(spark, lakehouse, Settings(), "sail")
@@ -157,13 +157,21 @@ def test_generation_keeps_supported_pairs_rejects_the_rest_and_retires_with_the_
                                                                             min_chars=10**6))
         assert run_generation(spark, lakehouse, settings_again).statuses == {} and server.requests == []
 
-    (landing / "outline.pdf").unlink()
+    put(landing, "outline.pdf", "pdflatex-4-pages.pdf")  # a new version: its old sections leave silver
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
     run_silver(spark, lakehouse, Settings(), "sail")
     with ScriptedServer([]) as server:
         settings_again = dataclasses.replace(settings_again, llm=served_settings(server).llm)
         assert run_generation(spark, lakehouse, settings_again).retired == 3
     assert {r.status for r in spark.table(lakehouse.table(EVAL_QUESTIONS.name)).collect()} == {"retired"}
+
+    (landing / "outline.pdf").unlink()  # the file itself is deleted: its pairs quote it, so they go
+    ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
+    run_silver(spark, lakehouse, Settings(), "sail")
+    with ScriptedServer([]) as server:
+        settings_again = dataclasses.replace(settings_again, llm=served_settings(server).llm)
+        assert run_generation(spark, lakehouse, settings_again).erased == 3
+    assert spark.table(lakehouse.table(EVAL_QUESTIONS.name)).isEmpty()
 
 
 @pytest.mark.slow

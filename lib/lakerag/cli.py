@@ -286,7 +286,7 @@ def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> 
     report = run_generation(spark, lakehouse, settings)
     log.info("question generation done in %.1f s", time.perf_counter() - started)
     print(f"question pairs written: {report.statuses or 0}  sections without valid output: "
-          f"{report.failed_sections}  retired: {report.retired}  tokens in/out: "
+          f"{report.failed_sections}  retired: {report.retired}  erased: {report.erased}  tokens in/out: "
           f"{report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: {report.waiting}")
     return 0
 
@@ -350,6 +350,31 @@ def _engine_task(tasks, name: str, task: Callable[..., int], summary: str, descr
     command = tasks.add_parser(name, help=summary, description=description)
     command.set_defaults(task=task)
     return command, _add_common(command)
+
+
+def _forget(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.forget import NoSuchDocument, forget
+
+    try:
+        report = forget(spark, lakehouse, settings, args.document, _index_root(args),
+                        delete_source=not args.keep_source, dry_run=args.dry_run)
+    except NoSuchDocument as err:
+        print(f"lakerag forget: {err}", file=sys.stderr)
+        return 2
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"document {args.document!r}: doc_id {', '.join(report.doc_ids) or '(none parsed)'}")
+    print(f"{'table':28} rows {verb}")
+    for table, count in report.rows.items():
+        print(f"{table:28} {count}")
+    for folder in report.index_folders:
+        print(f"index version {verb}: {folder}")
+    for path in report.files:
+        print(f"landing file {verb}: {path}")
+    if report.vacuumed:
+        print(f"older table versions purged (VACUUM, retention 0): {', '.join(report.vacuumed)}")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
         "With llm.* and the seed examples of evaluation.*, write one pair per style for each "
         "section the budget admits (evaluation.min_chars, max_sections, seeded order); pairs whose "
         "answer is not supported by the section or whose question nearly repeats a kept one are "
-        "stored as rejected with the reason; pairs of sections that left silver are retired. "
+        "stored as rejected with the reason; pairs of sections that left silver are retired, and "
+        "pairs of documents whose file was deleted are erased. "
         "Sections that already have pairs from this generator and prompt version are skipped.",
     )
     generate.add_argument("--max-sections", type=int, default=None,
@@ -521,6 +547,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(where, alias="challenger")
     promote_.add_argument("--eval-set", choices=("generated", "debian-faq"), default="generated")
     promote_.set_defaults(runner=_promote)
+
+    forget_, where = _engine_task(
+        tasks, "forget", _forget,
+        "remove one document everywhere now (an erasure request), and report what went",
+        "Delete every row made from DOCUMENT (all versions of its file): bronze, quarantine, silver "
+        "documents, sections, chunks and failures, summaries, gold vectors, eval questions and the "
+        "serving answers that cite it; rebuild the index and delete the index versions that held it; "
+        "delete the landing file (else the next ingest brings it back); then VACUUM the local tables "
+        "touched with zero retention, so time travel cannot bring the rows back either. The scheduled "
+        "pipeline does the same for a deleted file on its next run, except VACUUM.",
+    )
+    _add_index_root(where)
+    forget_.add_argument("document", help="a doc_id, a landing path, or a file name")
+    forget_.add_argument("--dry-run", action="store_true", help="report what would be removed; change nothing")
+    forget_.add_argument("--keep-source", action="store_true", help="leave the landing file in place")
 
     batch, where = _engine_task(
         tasks, "serve-batch", _serve_batch,

@@ -4,8 +4,9 @@ in eval_questions linked to their source section.
 
 Every generated pair is stored: kept pairs are `active`; a pair whose answer is not supported by
 its section, or whose question nearly repeats a kept one, is `rejected` with the reason; pairs of
-sections that left silver are `retired`. Sections are picked by a seeded hash order within a
-budget, and a section that already has pairs from this generator and prompt version is skipped.
+sections that left silver are `retired`, and pairs of documents whose file was deleted are erased
+(they quote it). Sections are picked by a seeded hash order within a budget, and a section that
+already has pairs from this generator and prompt version is skipped.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyspark.sql.functions as F
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from tqdm import tqdm
 
 from lakerag.documents import content_id
@@ -27,7 +28,7 @@ from lakerag.index import bm25_tokens
 from lakerag.llm import LLM, LLMError, make_llm
 from lakerag.settings import EvaluationSettings, Settings
 from lakerag.summaries import MalformedOutput, json_in, model_key
-from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
+from lakerag.tables import ACTIVE, BRONZE_DOCUMENTS, EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class EvalSetReport:
 
     statuses: dict[str, int] = field(default_factory=dict)  # active / rejected -> rows written
     failed_sections: int = 0  # the model gave no valid JSON (after one retry) or the backend failed
-    retired: int = 0
+    retired: int = 0  # pairs of sections that changed (their file is still there)
+    erased: int = 0  # pairs of documents whose file was deleted
     waiting: int = 0  # qualifying sections left for later runs
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -103,17 +105,32 @@ def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any]
     return []
 
 
+def present_documents(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
+    """doc_id of every version of a file still in the landing folder (active or superseded)."""
+    bronze = spark.table(lakehouse.table(BRONZE_DOCUMENTS.name))
+    present_paths = bronze.filter(F.col("status") == ACTIVE).select("source_path")
+    return bronze.join(present_paths, "source_path", "left_semi").select("doc_id").distinct()
+
+
 def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, llm: LLM | None = None,
                    run_time: datetime | None = None) -> EvalSetReport:
-    """Generate pairs for the sections the budget admits; retire pairs of vanished sections."""
+    """Generate pairs for the sections the budget admits; retire pairs of vanished sections and
+    erase those of deleted files."""
     run_time = run_time or datetime.now(timezone.utc)
     config, generator = settings.evaluation, model_key(settings)
     table = lakehouse.table(EVAL_QUESTIONS.name)
     sections = spark.table(lakehouse.table(SILVER_SECTIONS.name))
     existing = spark.table(table)
     report = EvalSetReport()
-    vanished = (existing.filter(F.col("status") != "retired").join(sections.select("section_id"), "section_id", "left_anti")
-                .select("question_id"))
+    # Pairs quote their document: when its file left the landing folder they are erased, not kept.
+    erased = [(r.question_id,) for r in existing.join(present_documents(spark, lakehouse), "doc_id", "left_anti")
+              .select("question_id").collect()]
+    report.erased = len(erased)
+    if erased:
+        merge_into(spark, table, spark.createDataFrame(erased, "question_id string"), EVAL_QUESTIONS.key,
+                   matched="DELETE", insert=False)
+    vanished = (spark.table(table).filter(F.col("status") != "retired")
+                .join(sections.select("section_id"), "section_id", "left_anti").select("question_id"))
     report.retired = vanished.count()
     if report.retired:
         merge_into(spark, table, vanished, EVAL_QUESTIONS.key, matched="UPDATE SET status = 'retired'", insert=False)

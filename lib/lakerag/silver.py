@@ -176,6 +176,9 @@ def run_silver(
         report.parsed, report.sections_added = counts.parsed, counts.sections or 0
         report.failed = {r.reason: r.n for r in failures.groupBy("reason").agg(F.count("*").alias("n")).collect()}
         report.chunks_added = _strategy_counts(chunks)
+        # Scratch no more: emptied, so a deleted document's text does not linger here.
+        spark.createDataFrame([], SILVER_PARSE_STAGING.schema).write.insertInto(table["silver_parse_staging"],
+                                                                                overwrite=True)
 
     _sync_chunks(spark, table, specs, workers, report)
     return report
