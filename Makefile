@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LAKE   ?= lakehouse/demo
 
-.PHONY: install demo test test-unit bench clean
+.PHONY: install demo test test-unit bench loadtest clean
 
 $(STAMP): setup.py
 	@echo "==> creating $(VENV) and installing lakerag (first time takes a few minutes)"
@@ -60,6 +60,10 @@ bench: install
 	$(PY) bench/retrieval_quality.py
 	$(PY) bench/llm.py
 	$(PY) bench/serve.py --lake-root $(LAKE)
+
+# 16 clients, valid + invalid requests, 30 s, loopback only; needs the index `make demo` built.
+loadtest: install
+	$(PY) bench/loadtest.py --lake-root $(LAKE)
 
 clean:
 	rm -rf lakehouse .pytest_cache

@@ -3,7 +3,8 @@
 Speaks MLflow's scoring protocol (`{"dataframe_records": [...]}`, `{"inputs": ...}`, answers as
 `{"predictions": [...]}`) and the plain chat shape `{"messages": [...], "filters": [...]}`.
 Bad requests get a 4xx with a message saying what to fix; a failure inside the chain is a 500
-for that request only. One answer is computed at a time (one LLM on the CPU), the others wait.
+for that request only. One answer is computed at a time (one LLM on the CPU), the others wait,
+up to chain.max_queued_requests; beyond that the endpoint answers 503 with Retry-After.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def request_rows(payload: Any, limits: ChainSettings) -> list[dict[str, Any]]:
     rows = [rows] if isinstance(rows, dict) else rows
     if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
         raise BadRequest("expected one request object or a non-empty list of them")
+    if len(rows) > limits.max_rows_per_request:
+        raise BadRequest(f"{len(rows)} requests in one body, more than {limits.max_rows_per_request} "
+                         "(chain.max_rows_per_request): send them in smaller batches")
     clean = []
     for row in rows:
         if "messages" not in row:
@@ -58,10 +62,11 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
     """The FastAPI app around a loaded pyfunc chain `model`."""
     app = FastAPI(title="lakerag chain", description=f"RAG chain {model_uri}")
     one_at_a_time = threading.Lock()
+    admitted = 0  # requests waiting for or holding the lock; only the event loop thread changes it
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error_code": "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR",
-                             "message": message}, status_code=status)
+    def error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+        code = code or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+        return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)
 
     @app.get("/health")
     @app.get("/ping")
@@ -70,6 +75,7 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
 
     @app.post("/invocations")
     async def invocations(request: Request):
+        nonlocal admitted
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limits.max_request_bytes:
             return error(413, f"request body of {declared} bytes is larger than {limits.max_request_bytes} "
@@ -84,10 +90,16 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
         except BadRequest as err:
             return error(400, str(err))
 
+        if admitted >= limits.max_queued_requests:
+            return error(503, f"{admitted} requests are already waiting or being answered "
+                              f"(chain.max_queued_requests): retry later", "TEMPORARILY_UNAVAILABLE",
+                         {"Retry-After": "5"})
+
         def answer() -> list[dict[str, Any]]:
             with one_at_a_time:
                 return model.predict(rows)
 
+        admitted += 1
         try:
             predictions = await run_in_threadpool(answer)
         except BadRequest as err:
@@ -95,6 +107,8 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
         except Exception as err:  # noqa: BLE001 - one failed request must not take the server down
             log.exception("request failed")
             return error(500, f"the chain failed: {type(err).__name__}: {err}")
+        finally:
+            admitted -= 1
         return {"predictions": predictions}
 
     return app

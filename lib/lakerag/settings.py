@@ -234,12 +234,18 @@ class ChainSettings:
     max_messages: int = 20
     max_message_chars: int = 4000
     max_request_bytes: int = 65536
+    max_rows_per_request: int = 8  # requests in one MLflow-style batch body
+    # Requests waiting or being answered; beyond it the endpoint answers 503 with Retry-After
+    # instead of queueing without bound (one answer at a time: a queue of 32 is minutes).
+    max_queued_requests: int = 32
 
     def __post_init__(self) -> None:
         if self.k < 0:
             raise SettingsError("chain.k must be 0 or more")
         if self.memory not in MEMORY_MODES:
             raise SettingsError(f"chain.memory: {self.memory!r} must be one of {list(MEMORY_MODES)}")
+        if self.max_rows_per_request < 1 or self.max_queued_requests < 1:
+            raise SettingsError("chain.max_rows_per_request and chain.max_queued_requests must be at least 1")
         if self.mode not in ("dense", "bm25", "hybrid"):
             raise SettingsError(f"chain.mode: {self.mode!r} must be dense, bm25 or hybrid")
 
