@@ -60,6 +60,7 @@ bench: install
 	$(PY) bench/retrieval_quality.py
 	$(PY) bench/llm.py
 	$(PY) bench/serve.py --lake-root $(LAKE)
+	$(PY) bench/injection_screen.py --lake-root $(LAKE)
 
 # 16 clients, valid + invalid requests, 30 s, loopback only; needs the index `make demo` built.
 loadtest: install

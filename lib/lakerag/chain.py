@@ -8,9 +8,11 @@ with every request, and the chain keeps only what `chain.history_tokens` allows.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from lakerag.llm import LLM, Messages
@@ -53,6 +55,35 @@ def quote(text: str) -> str:
     """Text safe to put between triple quotes: a source cannot close its own block (any run of
     three or more quotes becomes one)."""
     return re.sub(r'"{3,}', '"', text)
+
+
+REMOVED_INSTRUCTION = "[instruction removed]"
+SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
+
+
+@lru_cache(maxsize=8)
+def _injection_regex(patterns: tuple[str, ...]) -> re.Pattern | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+
+
+def screen_instructions(text: str, patterns: tuple[str, ...]) -> tuple[str, int]:
+    """Source text -> (text with each sentence that reads as an instruction to the assistant
+    replaced by a marker, how many were replaced). A prompt-injection defence: see README."""
+    regex = _injection_regex(tuple(patterns))
+    if regex is None:
+        return text, 0
+    removed = 0
+
+    def screen(match: re.Match) -> str:
+        nonlocal removed
+        sentence = match.group(0)
+        if not regex.search(sentence):
+            return sentence
+        removed += 1
+        lead = sentence[: len(sentence) - len(sentence.lstrip())]
+        return lead + REMOVED_INSTRUCTION + ("\n" if sentence.endswith("\n") else "")
+
+    return SENTENCE.sub(screen, text), removed
 
 
 def source_block(number: int, hit: Hit, max_chars: int) -> str:
@@ -161,6 +192,8 @@ class RagChain:
         query = self.standalone_query(recent, question, usage, summary)
         hits = self.retriever.search(query, k=self.settings.k, mode=self.settings.mode, filters=filters,
                                      rerank=self.settings.rerank)
+        screened = [screen_instructions(hit.section_text, self.settings.injection_patterns) for hit in hits]
+        hits = [dataclasses.replace(hit, section_text=text) for hit, (text, _) in zip(hits, screened)]
         answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
                                          max_tokens=self.settings.max_new_tokens))
         cited = cited_numbers(answer, len(hits))
@@ -172,8 +205,9 @@ class RagChain:
             "cited_explicitly": bool(cited),
             "query": query,
             "contexts": [{"source": n, "section_id": h.section_id, "section": " > ".join(h.heading_path),
-                          "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text}
-                         for n, h in enumerate(hits, 1)],
+                          "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text,
+                          "instructions_removed": removed}
+                         for n, (h, (_, removed)) in enumerate(zip(hits, screened), 1)],
             "usage": usage.record(),
             "latency_s": round(time.perf_counter() - started, 3),
         }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -200,6 +201,18 @@ CHAIN_SYSTEM_PROMPT = (
 # Measured with the 0.5B model: asking again at the end to cite by number made answers two to
 # three times longer copies of the sources and still cited nothing, so the question ends it.
 CHAIN_USER_PROMPT = "Sources:\n\n{sources}\n\nQuestion: {question}"
+# Sentences of a source that read as instructions to the assistant (case-insensitive regexes).
+# Measured with the 0.5B model: quoting the sources and a system rule do not stop it obeying an
+# injected "ignore previous instructions ... reply only with X"; removing such sentences does.
+INJECTION_PATTERNS = (
+    r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|prompts?|rules|sources?|context)\b",
+    r"\b(system|developer|admin(istrator)?)\s+(message|prompt|notice|override)\b",
+    r"\b(you are now|from now on)\b",
+    r"\b(reply|respond|answer|say|output|print|write)\b.{0,30}\b(only|exactly|nothing but)\b.{0,12}"
+    r"\b(with|the words?|the text)\b",
+    r"\bdo not (cite|mention|reveal|tell)\b",
+    r"\b(the )?(assistant|ai|language model|chatbot)\s+(must|should|will)\b",
+)
 CHAIN_REWRITE_PROMPT = (
     "Conversation so far:\n{history}\n\nFollow-up question: {question}\n\n"
     "Rewrite the follow-up question as one standalone question that can be understood without the "
@@ -230,6 +243,9 @@ class ChainSettings:
     memory: str = "window"
     history_tokens: int = 600
     memory_prompt: str = CHAIN_MEMORY_PROMPT  # {history} is filled in
+    # Prompt-injection screen: source sentences matching any of these regexes are replaced by
+    # "[instruction removed]" before the LLM sees them (empty = no screening).
+    injection_patterns: tuple = INJECTION_PATTERNS
     # Request limits (the REST endpoint answers 4xx beyond them).
     max_messages: int = 20
     max_message_chars: int = 4000
@@ -246,6 +262,11 @@ class ChainSettings:
             raise SettingsError(f"chain.memory: {self.memory!r} must be one of {list(MEMORY_MODES)}")
         if self.max_rows_per_request < 1 or self.max_queued_requests < 1:
             raise SettingsError("chain.max_rows_per_request and chain.max_queued_requests must be at least 1")
+        for pattern in self.injection_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise SettingsError(f"chain.injection_patterns: {pattern!r} is not a valid regex: {err}") from err
         if self.mode not in ("dense", "bm25", "hybrid"):
             raise SettingsError(f"chain.mode: {self.mode!r} must be dense, bm25 or hybrid")
 
