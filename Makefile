@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LAKE   ?= lakehouse/demo
 
-.PHONY: install demo test test-unit bench loadtest clean
+.PHONY: install browser demo test test-unit bench loadtest clean
 
 $(STAMP): setup.py
 	@echo "==> creating $(VENV) and installing lakerag (first time takes a few minutes)"
@@ -45,7 +45,14 @@ demo: install
 	@echo "==> 10/10 asking @champion, loaded from the registry by alias"
 	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias champion --lake-root $(LAKE)
 
-test: install
+# Debian's chromium drives the chat page test (playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+		echo "==> installing Debian's chromium for the chat page test (apt)" && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "WARNING: no chromium and no apt-get: the chat page test will be skipped"
+
+test: install browser
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"
 	$(PY) -m pytest
 

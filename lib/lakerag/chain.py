@@ -179,6 +179,16 @@ class RagChain:
         user = self.settings.user_prompt.format(sources=sources or "(no sources found)", question=question)
         return [{"role": "system", "content": system}, *recent, {"role": "user", "content": user}]
 
+    def screen(self, hit: Hit) -> tuple[Hit, int]:
+        """A hit with instruction-like sentences screened out of everything of it the prompt
+        shows (section text, document title, headings), and how many were removed."""
+        patterns = self.settings.injection_patterns
+        (text, in_text), (title, in_title) = (screen_instructions(hit.section_text, patterns),
+                                              screen_instructions(hit.title, patterns))
+        headings = [screen_instructions(heading, patterns) for heading in hit.heading_path]
+        removed = in_text + in_title + sum(n for _, n in headings)
+        return dataclasses.replace(hit, section_text=text, title=title, heading_path=[h for h, _ in headings]), removed
+
     def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
         """Chat messages (last one the user's question) -> answer, citations, contexts, usage."""
         started = time.perf_counter()
@@ -192,8 +202,7 @@ class RagChain:
         query = self.standalone_query(recent, question, usage, summary)
         hits = self.retriever.search(query, k=self.settings.k, mode=self.settings.mode, filters=filters,
                                      rerank=self.settings.rerank)
-        screened = [screen_instructions(hit.section_text, self.settings.injection_patterns) for hit in hits]
-        hits = [dataclasses.replace(hit, section_text=text) for hit, (text, _) in zip(hits, screened)]
+        hits, screened = zip(*(self.screen(hit) for hit in hits)) if hits else ((), ())
         answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
                                          max_tokens=self.settings.max_new_tokens))
         cited = cited_numbers(answer, len(hits))
@@ -207,7 +216,7 @@ class RagChain:
             "contexts": [{"source": n, "section_id": h.section_id, "section": " > ".join(h.heading_path),
                           "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text,
                           "instructions_removed": removed}
-                         for n, (h, (_, removed)) in enumerate(zip(hits, screened), 1)],
+                         for n, (h, removed) in enumerate(zip(hits, screened), 1)],
             "usage": usage.record(),
             "latency_s": round(time.perf_counter() - started, 3),
         }

@@ -256,12 +256,20 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve a registered chain over HTTP until interrupted."""
+    from lakerag.chat import LakeFiles
+    from lakerag.engine import Lakehouse
     from lakerag.server import serve
     from lakerag.settings import load_settings
     from lakerag.tracking import configure_mlflow
 
     configure_mlflow(args.tracking_uri, args.registry_uri, args.lake_root)
-    serve(_model_uri(args), load_settings(args.conf, args.overrides).chain, args.host, args.port)
+    lakehouse = Lakehouse(args.catalog, args.schema, args.lake_root)
+    # The chat page reads documents and writes feedback in the local tables when they exist.
+    lake = LakeFiles(lakehouse) if Path(lakehouse.location("bronze_documents")).is_dir() else None
+    if lake is None:
+        log.warning("no tables under %s: the chat page runs without document filters, PDFs or feedback",
+                    Path(args.lake_root) / args.catalog / args.schema)
+    serve(_model_uri(args), load_settings(args.conf, args.overrides).chain, args.host, args.port, lake)
     return 0
 
 
@@ -279,7 +287,7 @@ def _serve_batch(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 
 
 def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> int:
-    from lakerag.evalset import run_generation
+    from lakerag.evalset import candidates_from_feedback, run_generation
 
     settings = _with_budget(settings, "evaluation", args.max_sections)
     started = time.perf_counter()
@@ -288,6 +296,8 @@ def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> 
     print(f"question pairs written: {report.statuses or 0}  sections without valid output: "
           f"{report.failed_sections}  retired: {report.retired}  erased: {report.erased}  tokens in/out: "
           f"{report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: {report.waiting}")
+    candidates = candidates_from_feedback(spark, lakehouse)
+    print(f"candidate questions from thumbs-down feedback (status candidate, to review): {candidates}")
     return 0
 
 
@@ -492,10 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(runner=_ask)
 
     server = tasks.add_parser(
-        "serve", help="serve a registered chain over HTTP: POST /invocations, GET /health",
+        "serve", help="serve a registered chain over HTTP: the chat page at /, POST /invocations, GET /health",
         description="Load the chain once and answer POST /invocations with {\"messages\": [...], "
                     "\"filters\": [...]} or MLflow's dataframe_records / inputs shapes. Request limits "
-                    "come from chain.* in --conf.")
+                    "come from chain.* in --conf. The chat page at / asks the chain, lists each answer's "
+                    "citations (opening the cited PDF page from bronze_documents), filters by document "
+                    "and section, and stores thumbs up/down with a comment in serving_feedback; it uses "
+                    "the tables under --lake-root/--catalog/--schema.")
     where = _add_common(server, engine=False)
     _add_mlflow(where)
     _add_model(where, alias="champion")
@@ -511,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
         "section the budget admits (evaluation.min_chars, max_sections, seeded order); pairs whose "
         "answer is not supported by the section or whose question nearly repeats a kept one are "
         "stored as rejected with the reason; pairs of sections that left silver are retired, and "
-        "pairs of documents whose file was deleted are erased. "
+        "pairs of documents whose file was deleted are erased. Thumbs-down feedback from the chat page "
+        "becomes questions with status candidate, for review. "
         "Sections that already have pairs from this generator and prompt version are skipped.",
     )
     generate.add_argument("--max-sections", type=int, default=None,
@@ -556,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serving answers that cite it; rebuild the index and delete the index versions that held it; "
         "delete the landing file (else the next ingest brings it back); then VACUUM the local tables "
         "touched with zero retention, so time travel cannot bring the rows back either. The scheduled "
-        "pipeline does the same for a deleted file on its next run, except VACUUM.",
+        "pipeline does the same for a deleted file on its next run, except VACUUM. Run it while no "
+        "pipeline job is writing: zero-retention VACUUM removes files a writer has not committed yet.",
     )
     _add_index_root(where)
     forget_.add_argument("document", help="a doc_id, a landing path, or a file name")

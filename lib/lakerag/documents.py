@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lakerag.chunking import Chunker, ChunkSpec
 from lakerag.models import load_tokenizer
-from lakerag.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf
+from lakerag.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf, valid_unicode
 
 # pypdf warns about every repaired cross-reference or odd font; parse_pdf collects those
 # warnings into the document's row, so keep worker output to errors.
@@ -140,8 +140,9 @@ def bounded(limits: ParseLimits) -> Iterator[None]:
     """Run the body with at most `limits.max_seconds` of wall time and `limits.max_memory_mb`
     of resident-memory growth: ParseOverLimit is raised into it when it goes over.
 
-    A timer signal checks both every LIMIT_CHECK_SECONDS, so this needs the main thread. The
-    memory bound needs a process of our own (the parsing pool's workers): elsewhere other
+    A timer signal checks both every LIMIT_CHECK_SECONDS, so this needs the main thread; Python
+    runs the check between bytecodes, so one long call into C code overruns until it returns.
+    The memory bound needs a process of our own (the parsing pool's workers): elsewhere other
     threads' memory would count, and it is skipped. A single allocation too big to be seen
     by the check kills the worker instead, which parallel_map turns into a worker_crashed row.
     """
@@ -153,10 +154,18 @@ def bounded(limits: ParseLimits) -> Iterator[None]:
         yield
         return
 
+    fired = False
+
     def check(signum, frame):
+        # Raise once: a later tick must not interrupt the cleanup below (the timer would stay armed).
+        nonlocal fired
+        if fired:
+            return
         if deadline is not None and time.monotonic() > deadline:
+            fired = True
             raise ParseOverLimit("timeout")
         if ceiling is not None and (_resident_bytes() or 0) > ceiling:
+            fired = True
             raise ParseOverLimit("memory_limit")
 
     saved_handler = signal.signal(signal.SIGALRM, check)
@@ -191,21 +200,22 @@ def parse_document(
         with bounded(limits):
             parsed = parse_pdf(content, file_name, passwords, limits.max_pages)
     except ParseFailure as failure:
-        return row | {"reason": failure.reason, "message": failure.message}
+        return row | {"reason": failure.reason, "message": valid_unicode(failure.message)}
     except ParseOverLimit as over:
         bound = (f"took over silver.max_parse_seconds={limits.max_seconds:g} s" if over.reason == "timeout"
                  else f"needed over silver.max_parse_memory_mb={limits.max_memory_mb} MB")
         return row | {"reason": over.reason,
                       "message": f"parsing {bound}: raise the limit in conf/ if the document is legitimate"}
     except Exception as err:  # noqa: BLE001 - one bad document must never stop the job
-        return row | {"reason": "parser_error", "message": f"{type(err).__name__}: {err}"[:2000]}
+        # the message may quote the PDF: keep it encodable like the text
+        return row | {"reason": "parser_error", "message": valid_unicode(f"{type(err).__name__}: {err}"[:2000])}
     language = detect_language("\n\n".join(section.text for section in parsed.sections))
     sections = section_rows(doc_id, parsed)
     tags = {"doc_title": parsed.title, "file_name": file_name, "language": language}
     return row | {
         "title": parsed.title, "language": language, "page_count": parsed.page_count,
         "pages_with_text": parsed.pages_with_text, "outline_entries": parsed.outline_entries,
-        "warnings": parsed.warnings, "sections": sections,
+        "warnings": [valid_unicode(w) for w in parsed.warnings], "sections": sections,
         "chunks": [chunk for section in sections if section["text"].strip()
                    for chunk in chunk_rows(section, specs, tags)],
     }
@@ -272,6 +282,8 @@ def _main_script_hidden() -> Iterator[None]:
 
 
 _POOL_MODELS: dict[int, str] = {}
+# Sail may run several partitions' UDFs in threads at once: one restart of a broken pool.
+_POOL_LOCK = threading.Lock()
 
 
 def start_pool(workers: int, model: str) -> None:
@@ -293,11 +305,14 @@ def start_pool(workers: int, model: str) -> None:
     _POOL_MODELS[workers] = model
 
 
-def _restart_pool(workers: int) -> Executor:
-    """Replace a pool whose worker died (a broken pool refuses new work)."""
-    _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
-    start_pool(workers, _POOL_MODELS[workers])
-    return _POOLS[workers]
+def _restart_pool(workers: int, broken: Executor) -> Executor:
+    """Replace `broken`, a pool whose worker died (it refuses new work), unless another thread
+    already did; returns the pool to use."""
+    with _POOL_LOCK:
+        if _POOLS.get(workers) is broken:
+            _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
+            start_pool(workers, _POOL_MODELS[workers])
+        return _POOLS[workers]
 
 
 def parallel_map(
@@ -321,7 +336,7 @@ def parallel_map(
             for result in pool.map(function, items, chunksize=1):
                 results.append(_counted(result, progress))
         except BrokenProcessPool:
-            pool = _restart_pool(workers)  # a broken pool refuses all later work
+            pool = _restart_pool(workers, pool)  # a broken pool refuses all later work
             if on_crash is None:
                 raise
             log.warning("a %s worker died; running the remaining %d item(s) one at a time",
@@ -332,7 +347,7 @@ def parallel_map(
                 except BrokenProcessPool:
                     result = on_crash(item, f"the {what} process died on this item (killed for "
                                             "memory by the OS, or a crash in native code)")
-                    pool = _restart_pool(workers)
+                    pool = _restart_pool(workers, pool)
                 results.append(_counted(result, progress))
         return results
 

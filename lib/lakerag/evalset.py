@@ -28,7 +28,15 @@ from lakerag.index import bm25_tokens
 from lakerag.llm import LLM, LLMError, make_llm
 from lakerag.settings import EvaluationSettings, Settings
 from lakerag.summaries import MalformedOutput, json_in, model_key
-from lakerag.tables import ACTIVE, BRONZE_DOCUMENTS, EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
+from lakerag.tables import (
+    ACTIVE,
+    BRONZE_DOCUMENTS,
+    BRONZE_QUARANTINE,
+    EVAL_QUESTIONS,
+    SERVING_FEEDBACK,
+    SILVER_SECTIONS,
+    merge_into,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +113,40 @@ def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any]
     return []
 
 
+FEEDBACK = "feedback"  # generator, style and prompt version of questions taken from the chat page
+
+
+def candidates_from_feedback(spark: SparkSession, lakehouse: Lakehouse, run_time: datetime | None = None) -> int:
+    """Thumbs-down feedback -> eval_questions rows with status `candidate`, for a person to review
+    (write the reference answer, then set status `active`); once per feedback row. Returns how
+    many were added. The section is the answer's first source; its reason quotes the comment."""
+    run_time = run_time or datetime.now(timezone.utc)
+    table = lakehouse.table(EVAL_QUESTIONS.name)
+    feedback = (spark.table(lakehouse.table(SERVING_FEEDBACK.name)).filter(F.col("verdict") == "down")
+                .withColumn("section_id", F.element_at("retrieved_ids", 1))
+                .join(spark.table(lakehouse.table(SILVER_SECTIONS.name)).select("section_id", "doc_id"), "section_id"))
+    rows = feedback.select(
+        F.sha2(F.concat(F.lit("feedback:"), "feedback_id"), 256).substr(1, 32).alias("question_id"),
+        "section_id", "doc_id", "question", F.lit("").alias("reference_answer"), F.lit(FEEDBACK).alias("style"),
+        F.lit(FEEDBACK).alias("generator"), F.lit(FEEDBACK).alias("prompt_version"), F.lit(0).alias("seed"),
+        F.lit("test").alias("split"), F.lit("candidate").alias("status"),
+        F.concat(F.lit("thumbs down on: "), F.substring("answer", 1, 300),
+                 F.coalesce(F.concat(F.lit(" | comment: "), "comment"), F.lit(""))).alias("reason"),
+        F.lit(run_time).cast("timestamp").alias("created_at"))
+    new = rows.join(spark.table(table).select("question_id"), "question_id", "left_anti")
+    added = new.count()
+    if added:
+        merge_into(spark, table, new, EVAL_QUESTIONS.key)
+    return added
+
+
 def present_documents(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
-    """doc_id of every version of a file still in the landing folder (active or superseded)."""
+    """doc_id of every version of a file still in the landing folder (its current version may be
+    a document or a quarantined file, e.g. a truncated upload)."""
     bronze = spark.table(lakehouse.table(BRONZE_DOCUMENTS.name))
-    present_paths = bronze.filter(F.col("status") == ACTIVE).select("source_path")
+    present_paths = (bronze.filter(F.col("status") == ACTIVE).select("source_path")
+                     .unionByName(spark.table(lakehouse.table(BRONZE_QUARANTINE.name))
+                                  .filter(F.col("status") == ACTIVE).select("source_path")))
     return bronze.join(present_paths, "source_path", "left_semi").select("doc_id").distinct()
 
 
@@ -129,6 +167,7 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     if erased:
         merge_into(spark, table, spark.createDataFrame(erased, "question_id string"), EVAL_QUESTIONS.key,
                    matched="DELETE", insert=False)
+        existing = spark.table(table)
     vanished = (spark.table(table).filter(F.col("status") != "retired")
                 .join(sections.select("section_id"), "section_id", "left_anti").select("question_id"))
     report.retired = vanished.count()

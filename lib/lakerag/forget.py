@@ -129,16 +129,8 @@ def forget(
                 merge_into(spark, lakehouse.table(spec.name), spark.createDataFrame(keys, found.schema), spec.key,
                            matched="DELETE", insert=False)
 
-    if index_root is not None and Path(index_root).is_dir():
-        stale = _index_folders_holding(index_root, doc_ids)
-        report.index_folders = [str(f) for f in stale]
-        if stale and not dry_run:
-            rebuilt = build_index(spark, lakehouse, settings, index_root).folder
-            for folder in stale:
-                if folder != rebuilt:
-                    shutil.rmtree(folder)
-            log.info("index rebuilt without the document: %s", rebuilt)
-
+    # The landing file goes before anything that can fail, so a retry cannot find the rows gone
+    # but the file still there (the next ingest would bring the document back).
     for path in paths:
         local = Path(path)
         if delete_source and local.is_file():
@@ -149,6 +141,19 @@ def forget(
             report.notes.append(f"{path} is still in the landing folder: the next ingest brings it back "
                                 "unless it is removed there")
 
+    if index_root is not None and Path(index_root).is_dir():
+        stale = _index_folders_holding(index_root, doc_ids)
+        report.index_folders = [str(f) for f in stale]
+        if stale and not dry_run:
+            try:
+                rebuilt = build_index(spark, lakehouse, settings, index_root).folder
+                log.info("index rebuilt without the document: %s", rebuilt)
+            except ValueError:  # nothing left to index: the stale versions just go
+                rebuilt = None
+            for folder in stale:
+                if folder != rebuilt:
+                    shutil.rmtree(folder)
+
     if not dry_run:
         _purge_history(lakehouse, report)
     report.notes.append("MLflow model versions registered earlier carry a copy of the index they were built "
@@ -156,15 +161,25 @@ def forget(
     return report
 
 
+# Every table that can hold text of a document: their older versions are purged even when this
+# run deleted nothing there (the scheduled pipeline may have, and the parse scratch table is
+# emptied after each run but keeps the text in its history).
+HOLDING_TEXT: tuple[TableSpec, ...] = (*BY_DOC_ID, SERVING_ANSWERS, BRONZE_DOCUMENTS, BRONZE_QUARANTINE)
+
+
 def _purge_history(lakehouse: Lakehouse, report: ForgetReport) -> None:
-    """Delete the data files that only older table versions (time travel) still reference."""
+    """Delete the data files that only older table versions (time travel) still reference.
+
+    Zero retention also removes files a writer has written but not yet committed: run forget
+    while no pipeline job writes to these tables."""
     if lakehouse.root is None:
         report.notes.append("managed tables: older table versions keep the rows until VACUUM runs past the "
                             "table's retention (7 days by default); run VACUUM on the tables listed above")
         return
     from deltalake import DeltaTable
 
-    for name in report.rows:
-        DeltaTable(lakehouse.location(name)).vacuum(retention_hours=0, enforce_retention_duration=False,
-                                                    dry_run=False)
-        report.vacuumed.append(name)
+    for spec in HOLDING_TEXT:
+        location = Path(lakehouse.location(spec.name))
+        if (location / "_delta_log").is_dir():
+            DeltaTable(str(location)).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+            report.vacuumed.append(spec.name)

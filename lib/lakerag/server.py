@@ -1,4 +1,7 @@
-"""REST endpoint for the chain: `lakerag serve` -> POST /invocations, GET /health.
+"""REST endpoint for the chain: `lakerag serve` -> POST /invocations, GET /health, and the chat
+page at / (static files in lakerag/static, no build step, nothing from a CDN) with its API:
+GET /api/config, GET /api/documents (filters), GET /documents/<doc_id>.pdf (cited PDFs, from
+bronze), POST /api/feedback (rows in serving_feedback).
 
 Speaks MLflow's scoring protocol (`{"dataframe_records": [...]}`, `{"inputs": ...}`, answers as
 `{"predictions": [...]}`) and the plain chat shape `{"messages": [...], "filters": [...]}`.
@@ -11,17 +14,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from lakerag.chain import BadRequest, validate_messages
+from lakerag.chat import Feedback, LakeFiles
 from lakerag.retriever import Filters
 from lakerag.settings import ChainSettings
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
 
 
 def request_rows(payload: Any, limits: ChainSettings) -> list[dict[str, Any]]:
@@ -58,8 +65,10 @@ def request_rows(payload: Any, limits: ChainSettings) -> list[dict[str, Any]]:
     return clean
 
 
-def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
-    """The FastAPI app around a loaded pyfunc chain `model`."""
+def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version: str | None = None,
+               lake: LakeFiles | None = None) -> FastAPI:
+    """The FastAPI app around a loaded pyfunc chain `model`; with `lake`, the chat page's
+    document list, PDFs and feedback too."""
     app = FastAPI(title="lakerag chain", description=f"RAG chain {model_uri}")
     one_at_a_time = threading.Lock()
     admitted = 0  # requests waiting for or holding the lock; only the event loop thread changes it
@@ -72,6 +81,46 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
     @app.get("/ping")
     async def health() -> dict[str, str]:  # async: never queued behind answers in the thread pool
         return {"status": "ok", "model_uri": model_uri}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/config")
+    async def config() -> dict[str, Any]:
+        """What the page needs to know: the model and the request limits it should respect."""
+        return {"model_uri": model_uri, "model_version": model_version, "max_messages": limits.max_messages,
+                "max_message_chars": limits.max_message_chars, "documents": lake is not None}
+
+    @app.get("/api/documents")
+    def documents() -> list[dict[str, Any]]:  # sync: delta-rs reads run in the thread pool
+        return lake.documents() if lake else []
+
+    @app.get("/documents/{doc_id}.pdf")
+    def pdf(doc_id: str) -> Response:
+        content = lake.pdf(doc_id) if lake else None
+        if content is None:
+            return error(404, f"no active document {doc_id!r} in bronze_documents", "NOT_FOUND")
+        return Response(content, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{doc_id}.pdf"'})
+
+    @app.post("/api/feedback", status_code=201)
+    async def feedback(request: Request):
+        if lake is None:
+            return error(503, "feedback needs the lakehouse: start lakerag serve with --lake-root",
+                         "TEMPORARILY_UNAVAILABLE")
+        body = await request.body()
+        if len(body) > limits.max_request_bytes:
+            return error(413, f"feedback body is larger than {limits.max_request_bytes} bytes")
+        try:
+            given = Feedback.parse(json.loads(body), limits.max_message_chars * 4)
+        except ValueError as err:  # BadRequest, bad JSON or UTF-8
+            return error(400, str(err))
+        user = request.headers.get(limits.feedback_user_header) if limits.feedback_user_header else None
+        feedback_id = await run_in_threadpool(lake.add_feedback, given, model_uri, model_version, user)
+        return {"feedback_id": feedback_id}
 
     @app.post("/invocations")
     async def invocations(request: Request):
@@ -114,13 +163,16 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str) -> FastAPI:
     return app
 
 
-def serve(model_uri: str, limits: ChainSettings, host: str, port: int) -> None:
-    """Load the model once, then serve until interrupted."""
+def serve(model_uri: str, limits: ChainSettings, host: str, port: int, lake: LakeFiles | None = None) -> None:
+    """Load the model once (the alias resolved to its version), then serve until interrupted."""
     import uvicorn
 
+    from lakerag.batch import resolve_model
     from lakerag.registry import load_chain
 
-    log.info("loading %s", model_uri)
-    app = create_app(load_chain(model_uri), limits, model_uri)
+    version, load_uri = resolve_model(model_uri)
+    log.info("loading %s (version %s)", model_uri, version)
+    app = create_app(load_chain(load_uri), limits, model_uri, version, lake)
+    log.info("chat page on http://%s:%d/", host, port)
     log.info("serving %s on http://%s:%d/invocations", model_uri, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -254,6 +254,9 @@ class ChainSettings:
     # Requests waiting or being answered; beyond it the endpoint answers 503 with Retry-After
     # instead of queueing without bound (one answer at a time: a queue of 32 is minutes).
     max_queued_requests: int = 32
+    # Chat page feedback records who gave it only when this request header is set (e.g. the
+    # X-Forwarded-Email a proxy adds); empty = no identity is stored.
+    feedback_user_header: str = ""
 
     def __post_init__(self) -> None:
         if self.k < 0:

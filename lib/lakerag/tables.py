@@ -303,7 +303,8 @@ EVAL_QUESTIONS = TableSpec(
         _field("prompt_version", StringType(), False, "evaluation.prompt_version"),
         _field("seed", IntegerType(), False, "evaluation.seed"),
         _field("split", StringType(), False, "train | test (by hash of question_id)"),
-        _field("status", StringType(), False, "active | rejected (a filter dropped it) | retired (section gone)"),
+        _field("status", StringType(), False, "active | rejected (a filter dropped it) | retired (section gone) | "
+               "candidate (from thumbs-down feedback: review, write the reference answer, then set active)"),
         _field("reason", StringType(), True, "why rejected: unsupported (support 0.xx) | duplicate of <id>"),
         _field("created_at", TimestampType(), False, "run time (UTC)"),
     ]),
@@ -325,11 +326,47 @@ EVAL_JUDGMENTS = TableSpec(
     comment="Cache of LLM-judge calls: the same prompt is never judged twice",
 )
 
+SERVING_FEEDBACK = TableSpec(
+    name="serving_feedback",
+    schema=StructType([
+        _field("feedback_id", StringType(), False, "random id of the feedback"),
+        _field("question", StringType(), False, "the question as asked in the chat page"),
+        _field("answer", StringType(), False, "the answer shown"),
+        _field("retrieved_ids", ArrayType(StringType(), False), False, "section ids of the answer's sources, in order"),
+        _field("model_uri", StringType(), False, "model URI the endpoint serves"),
+        _field("model_version", StringType(), True, "registered version behind it (null if not a registry URI)"),
+        _field("verdict", StringType(), False, "up | down"),
+        _field("comment", StringType(), True, "the user's comment, if any"),
+        _field("user", StringType(), True, "who, only when chat.user_header is configured"),
+        _field("created_at", TimestampType(), False, "when it was given (UTC)"),
+    ]),
+    key=("feedback_id",),
+    comment="Thumbs up/down and comments from the chat page, one row per click",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
     SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
-    SERVING_QUESTIONS, SERVING_ANSWERS, EVAL_QUESTIONS, EVAL_JUDGMENTS,
+    SERVING_QUESTIONS, SERVING_ANSWERS, SERVING_FEEDBACK, EVAL_QUESTIONS, EVAL_JUDGMENTS,
 )
+
+
+def arrow_schema(spec: TableSpec):
+    """The table's schema as a pyarrow schema, for writers without an engine (delta-rs)."""
+    import pyarrow as pa
+
+    def arrow_type(data_type: DataType):
+        simple = {StringType: pa.string(), IntegerType: pa.int32(), LongType: pa.int64(),
+                  DoubleType: pa.float64(), FloatType: pa.float32(), BinaryType: pa.binary(),
+                  TimestampType: pa.timestamp("us", tz="UTC")}
+        if isinstance(data_type, ArrayType):
+            return pa.list_(arrow_type(data_type.elementType))
+        if type(data_type) in simple:
+            return simple[type(data_type)]
+        raise TypeError(f"no arrow type for {data_type.simpleString()} in {spec.name}")
+
+    # Nullable like the tables the engines create (see "Known engine limitations" in the README).
+    return pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in spec.schema.fields])
 
 
 class TableSchemaMismatch(RuntimeError):
