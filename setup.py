@@ -14,7 +14,9 @@ ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
       # local LLMs: transformers reads GGUF files through gguf
       "gguf==0.19.0", "accelerate==1.15.0",
       # the REST endpoint (both also come with mlflow; pinned to the versions tested)
-      "fastapi==0.165.0", "uvicorn==0.54.0"]
+      "fastapi==0.165.0", "uvicorn==0.54.0",
+      # sentence-transformers' trainers (fine-tuning, the trained reranker) take datasets.Dataset
+      "datasets==5.2.0"]
 
 setup(
     name="lakerag",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
-from lakerag.llm import LLM, Messages
+from lakerag.llm import LLM, MalformedOutput, Messages, json_in
 from lakerag.retriever import Filters, Hit, Retriever
 from lakerag.settings import ChainSettings
 
@@ -133,6 +134,13 @@ class Usage:
                 "total_tokens": self.prompt_tokens + self.completion_tokens, "llm_calls": self.llm_calls}
 
 
+class _NoSpan:
+    """Stands in for a trace span when tracing is off."""
+
+    def set_outputs(self, outputs: Any) -> None:
+        pass
+
+
 class RagChain:
     """Retriever + reranker + prompt + LLM + chat memory."""
 
@@ -189,6 +197,55 @@ class RagChain:
         removed = in_text + in_title + sum(n for _, n in headings)
         return dataclasses.replace(hit, section_text=text, title=title, heading_path=[h for h, _ in headings]), removed
 
+    @contextmanager
+    def span(self, name: str, kind: str, inputs: dict[str, Any]) -> Iterator[Any]:
+        """An MLflow trace span in multi-hop mode (every step is traced), else a no-op span."""
+        if not self.settings.multi_hop:
+            yield _NoSpan()
+            return
+        import mlflow
+
+        with mlflow.start_span(name=name, span_type=kind) as span:
+            span.set_inputs(inputs)
+            yield span
+
+    def decompose(self, question: str, usage: Usage) -> list[str]:
+        """Sub-questions to look up (at most chain.max_steps); the question itself when the model
+        gives no usable list."""
+        prompt = self.settings.decompose_prompt.format(question=question, max_steps=self.settings.max_steps)
+        reply = usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=160))
+        try:
+            steps = [s.strip() for s in json_in(reply, list) if isinstance(s, str) and s.strip()]
+        except MalformedOutput:
+            steps = []
+        return steps[: self.settings.max_steps] or [question]
+
+    def retrieve(self, query: str, filters: Filters, usage: Usage) -> tuple[list[Hit], list[dict[str, Any]]]:
+        """One-hop: the k best sections for the query. Multi-hop: the union of the k best for each
+        sub-question, interleaved so each sub-question's best come first; each step is traced.
+        Returns the hits and the steps taken (sub-question and the sections it found)."""
+        def search(step: str) -> list[Hit]:
+            return self.retriever.search(step, k=self.settings.k, mode=self.settings.mode, filters=filters,
+                                         rerank=self.settings.rerank)
+
+        if not self.settings.multi_hop:
+            return search(query), []
+        with self.span("decompose", "CHAIN", {"question": query}) as span:
+            questions = self.decompose(query, usage)
+            span.set_outputs({"sub_questions": questions})
+        found = []
+        for number, step in enumerate(questions, 1):
+            with self.span(f"retrieve {number}", "RETRIEVER", {"query": step}) as span:
+                found.append(search(step))
+                span.set_outputs([{"section_id": h.section_id, "citation": h.citation()} for h in found[-1]])
+        hits: list[Hit] = []
+        for rank in range(max(map(len, found), default=0)):
+            for step_hits in found:
+                if rank < len(step_hits) and all(h.section_id != step_hits[rank].section_id for h in hits):
+                    hits.append(step_hits[rank])
+        steps = [{"question": q, "section_ids": [h.section_id for h in step_hits]} for q, step_hits in zip(questions, found)]
+        return hits, steps
+
     def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
         """Chat messages (last one the user's question) -> answer, citations, contexts, usage."""
         started = time.perf_counter()
@@ -197,14 +254,17 @@ class RagChain:
         # Client-sent system messages are not trusted as instructions: only our prompt is.
         history = [m for m in messages[:-1] if m["role"] != "system"]
         usage = Usage()
-        # Memory first: the rewrite then sees only the turns that fit history_tokens.
-        recent, summary = self.memory(history, usage)
-        query = self.standalone_query(recent, question, usage, summary)
-        hits = self.retriever.search(query, k=self.settings.k, mode=self.settings.mode, filters=filters,
-                                     rerank=self.settings.rerank)
-        hits, screened = zip(*(self.screen(hit) for hit in hits)) if hits else ((), ())
-        answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
-                                         max_tokens=self.settings.max_new_tokens))
+        with self.span("rag chain", "CHAIN", {"messages": messages}) as root:
+            # Memory first: the rewrite then sees only the turns that fit history_tokens.
+            recent, summary = self.memory(history, usage)
+            query = self.standalone_query(recent, question, usage, summary)
+            hits, steps = self.retrieve(query, filters, usage)
+            hits, screened = zip(*(self.screen(hit) for hit in hits)) if hits else ((), ())
+            with self.span("answer", "LLM", {"question": question, "sources": len(hits)}) as span:
+                answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
+                                                 max_tokens=self.settings.max_new_tokens))
+                span.set_outputs({"answer": answer})
+            root.set_outputs({"answer": answer})
         cited = cited_numbers(answer, len(hits))
         # A model that cites nothing still answered from all the sources it was given.
         used = cited or list(range(1, len(hits) + 1))
@@ -217,6 +277,7 @@ class RagChain:
                           "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text,
                           "instructions_removed": removed}
                          for n, (h, removed) in enumerate(zip(hits, screened), 1)],
+            "steps": steps,
             "usage": usage.record(),
             "latency_s": round(time.perf_counter() - started, 3),
         }

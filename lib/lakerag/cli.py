@@ -387,6 +387,27 @@ def _forget(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.finetune import NotEnoughPairs, run_finetune
+    from lakerag.index import latest_index
+
+    _mlflow_experiment(args)
+    output = Path(args.output) if args.output else Path(args.lake_root) / "finetuned" / args.catalog / args.schema
+    try:
+        report = run_finetune(spark, lakehouse, settings, latest_index(_index_root(args), settings), output)
+    except NotEnoughPairs as err:
+        print(f"lakerag finetune-embeddings: {err}", file=sys.stderr)
+        return 2
+    print(f"trained on {report.pairs} pairs ({report.triplets} triplets with hard negatives); MLflow run {report.run_id}")
+    for name, value in report.metrics.items():
+        print(f"  {name}: {value}")
+    print(f"embedding model: {report.embedding_folder}  (use: --set models.embedding=<folder>, or add it to "
+          "gold.extra_models to embed beside the base model)")
+    print(f"reranker: {report.reranker_folder}  (use: --set retrieval.reranker=cross-encoder "
+          "--set retrieval.cross_encoder=<folder>)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lakerag` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -561,6 +582,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(where, alias="challenger")
     promote_.add_argument("--eval-set", choices=("generated", "debian-faq"), default="generated")
     promote_.set_defaults(runner=_promote)
+
+    finetune_, where = _engine_task(
+        tasks, "finetune-embeddings", _finetune,
+        "fine-tune the embedding model and train a reranker on the generated train split",
+        "Train on the active train-split questions of eval_questions (never the test split), each with "
+        "its section: the embedding model with in-batch negatives plus hard negatives mined from the "
+        "latest index's sections (multiple-negatives ranking loss), and a cross-encoder reranker from "
+        "finetune.reranker_base with a fresh one-logit head (binary cross-entropy). Saves both under "
+        "--output and logs them with their training metrics to MLflow. Epochs, batch size and the "
+        "rest come from finetune.* in --conf.",
+    )
+    _add_index_root(where)
+    _add_mlflow(where)
+    finetune_.add_argument("--output", default=None,
+                           help="folder for the trained models (default <lake-root>/finetuned/<catalog>/<schema>)")
 
     forget_, where = _engine_task(
         tasks, "forget", _forget,

@@ -26,6 +26,26 @@ log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 
+class MalformedOutput(ValueError):
+    """Model output that is not the JSON the prompt asks for."""
+
+
+def json_in(text: str, kind: type) -> Any:
+    """The outermost JSON object (kind dict) or list (kind list) in model output, which may wrap
+    it in prose or a code fence; raises MalformedOutput."""
+    opener, closer, name = ("{", "}", "object") if kind is dict else ("[", "]", "list")
+    start, end = text.find(opener), text.rfind(closer)
+    if start < 0 or end <= start:
+        raise MalformedOutput(f"no JSON {name} in the output")
+    try:
+        data = json.loads(text[start: end + 1])
+    except json.JSONDecodeError as err:
+        raise MalformedOutput(f"invalid JSON: {err}") from err
+    if not isinstance(data, kind):
+        raise MalformedOutput(f"the JSON is not a {name}")
+    return data
+
+
 @dataclass(frozen=True)
 class Completion:
     """What one chat call returned."""

@@ -32,6 +32,7 @@ def signature():
     output = {"answer": "a [1]", "citations": [citation], "cited_explicitly": True, "query": "q",
               "contexts": [{"source": 1, "section_id": "s", "section": "A > B", "chunk_id": "c", "kind": "chunk",
                             "score": 0.5, "text": "x", "instructions_removed": 0}],
+              "steps": [{"question": "q", "section_ids": ["s"]}],
               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "llm_calls": 1},
               "latency_s": 0.5}
     inferred = infer_signature(EXAMPLE, [output])

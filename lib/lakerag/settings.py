@@ -218,6 +218,11 @@ CHAIN_REWRITE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "
     "conversation. Answer with the rewritten question only."
 )
+CHAIN_DECOMPOSE_PROMPT = (
+    "Split this question into the separate questions that must be looked up to answer it, at most "
+    "{max_steps}. A simple question stays one question. Answer with a JSON list of strings only.\n\n"
+    "Question: {question}"
+)
 CHAIN_MEMORY_PROMPT = (
     "Summarise this conversation in two or three sentences, keeping the topics, names and facts:\n{history}"
 )
@@ -243,6 +248,12 @@ class ChainSettings:
     memory: str = "window"
     history_tokens: int = 600
     memory_prompt: str = CHAIN_MEMORY_PROMPT  # {history} is filled in
+    # Multi-hop (off by default): the LLM splits the question into at most max_steps
+    # sub-questions (decompose_prompt), each is retrieved for (k sections each), and the answer
+    # is written from the union of their sources. Every step is an MLflow trace span.
+    multi_hop: bool = False
+    max_steps: int = 3
+    decompose_prompt: str = CHAIN_DECOMPOSE_PROMPT  # {question} and {max_steps} are filled in
     # Prompt-injection screen: source sentences matching any of these regexes are replaced by
     # "[instruction removed]" before the LLM sees them (empty = no screening).
     injection_patterns: tuple = INJECTION_PATTERNS
@@ -263,6 +274,8 @@ class ChainSettings:
             raise SettingsError("chain.k must be 0 or more")
         if self.memory not in MEMORY_MODES:
             raise SettingsError(f"chain.memory: {self.memory!r} must be one of {list(MEMORY_MODES)}")
+        if self.max_steps < 1:
+            raise SettingsError("chain.max_steps must be at least 1")
         if self.max_rows_per_request < 1 or self.max_queued_requests < 1:
             raise SettingsError("chain.max_rows_per_request and chain.max_queued_requests must be at least 1")
         for pattern in self.injection_patterns:
@@ -342,6 +355,24 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class FinetuneSettings:
+    """How `lakerag finetune-embeddings` trains the embedding model and the reranker on the train split."""
+
+    epochs: int = 1
+    batch_size: int = 16  # also the number of in-batch negatives per question, less one
+    learning_rate: float = 2e-5
+    hard_negatives: int = 1  # mined per question from the current index's sections
+    min_pairs: int = 8  # refuse to train on fewer train-split pairs
+    seed: int = 0
+    # The cross-encoder starts from this bi-encoder's transformer with a fresh one-logit head.
+    reranker_base: str = "all-MiniLM-L6-v2"
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.batch_size, self.min_pairs) < 1 or self.hard_negatives < 0:
+            raise SettingsError("finetune: epochs, batch_size and min_pairs must be at least 1, hard_negatives >= 0")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings."""
 
@@ -354,6 +385,7 @@ class Settings:
     chain: ChainSettings = field(default_factory=ChainSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
     def __post_init__(self) -> None:
         if self.retrieval.strategy not in self.gold.strategies:

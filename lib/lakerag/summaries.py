@@ -9,7 +9,6 @@ a local CPU model is slow, and a served endpoint is a remote call either way.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,15 +20,11 @@ from tqdm import tqdm
 
 from lakerag.documents import content_id
 from lakerag.engine import Lakehouse
-from lakerag.llm import LLM, LLMError, Messages, make_llm
+from lakerag.llm import LLM, LLMError, MalformedOutput, Messages, json_in, make_llm
 from lakerag.settings import Settings, SummarySettings
 from lakerag.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
-
-
-class MalformedOutput(ValueError):
-    """Model output that is not the JSON object the prompt asks for."""
 
 
 @dataclass(frozen=True)
@@ -49,22 +44,6 @@ def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
     if len(items) != len(value):
         raise MalformedOutput(f'"{name}" must hold non-empty strings only')
     return items
-
-
-def json_in(text: str, kind: type) -> Any:
-    """The outermost JSON object (kind dict) or list (kind list) in model output, which may wrap
-    it in prose or a code fence; raises MalformedOutput."""
-    opener, closer, name = ("{", "}", "object") if kind is dict else ("[", "]", "list")
-    start, end = text.find(opener), text.rfind(closer)
-    if start < 0 or end <= start:
-        raise MalformedOutput(f"no JSON {name} in the output")
-    try:
-        data = json.loads(text[start: end + 1])
-    except json.JSONDecodeError as err:
-        raise MalformedOutput(f"invalid JSON: {err}") from err
-    if not isinstance(data, kind):
-        raise MalformedOutput(f"the JSON is not a {name}")
-    return data
 
 
 def parse_metadata(text: str) -> SectionMetadata:
