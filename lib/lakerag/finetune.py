@@ -57,11 +57,11 @@ def mine_triplets(pairs: pd.DataFrame, corpus: list[str], model: str, negatives:
                                sampling_strategy="top", output_format="triplet", verbose=False)
 
 
-def _arguments(cls, config: FinetuneSettings):
+def _arguments(cls, config: FinetuneSettings, learning_rate: float):
     """Training arguments shared by both trainers: CPU, no checkpoints, no reporting."""
     return cls(output_dir=tempfile.mkdtemp(prefix="lakerag-finetune-"), num_train_epochs=config.epochs,
-               per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-               warmup_ratio=0.1, save_strategy="no", report_to="none", use_cpu=True, seed=config.seed,
+               per_device_train_batch_size=config.batch_size, learning_rate=learning_rate,
+               warmup_steps=0.1, save_strategy="no", report_to="none", use_cpu=True, seed=config.seed,
                logging_steps=10, disable_tqdm=True)
 
 
@@ -75,7 +75,7 @@ def train_embedding(triplets, base: str, folder: Path, config: FinetuneSettings)
     )
 
     model = SentenceTransformer(str(model_path(base)), device="cpu")
-    args = _arguments(SentenceTransformerTrainingArguments, config)
+    args = _arguments(SentenceTransformerTrainingArguments, config, config.learning_rate)
     args.batch_sampler = BatchSamplers.NO_DUPLICATES  # a duplicate in a batch would be a false negative
     started = time.perf_counter()
     result = SentenceTransformerTrainer(model=model, args=args, train_dataset=triplets,
@@ -100,7 +100,7 @@ def train_reranker(triplets, base: str, folder: Path, config: FinetuneSettings) 
     }).shuffle(seed=config.seed)
     model = CrossEncoder(str(model_path(base)), num_labels=1, device="cpu")
     started = time.perf_counter()
-    result = CrossEncoderTrainer(model=model, args=_arguments(CrossEncoderTrainingArguments, config),
+    result = CrossEncoderTrainer(model=model, args=_arguments(CrossEncoderTrainingArguments, config, config.reranker_learning_rate),
                                  train_dataset=labelled, loss=BinaryCrossEntropyLoss(model)).train()
     model.save(str(folder))
     return {"reranker_train_loss": float(result.training_loss),
