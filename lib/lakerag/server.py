@@ -77,6 +77,18 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
         code = code or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
         return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)
 
+    async def bounded_body(request: Request) -> bytes | None:
+        """The request body, or None when it is over chain.max_request_bytes (the declared length
+        is checked first, so a huge body is refused before it is read)."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_request_bytes:
+            return None
+        body = await request.body()
+        return body if len(body) <= limits.max_request_bytes else None
+
+    def too_large() -> JSONResponse:
+        return error(413, f"request body is larger than {limits.max_request_bytes} bytes (chain.max_request_bytes)")
+
     @app.get("/health")
     @app.get("/ping")
     async def health() -> dict[str, str]:  # async: never queued behind answers in the thread pool
@@ -111,9 +123,9 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
         if lake is None:
             return error(503, "feedback needs the lakehouse: start lakerag serve with --lake-root",
                          "TEMPORARILY_UNAVAILABLE")
-        body = await request.body()
-        if len(body) > limits.max_request_bytes:
-            return error(413, f"feedback body is larger than {limits.max_request_bytes} bytes")
+        body = await bounded_body(request)
+        if body is None:
+            return too_large()
         try:
             given = Feedback.parse(json.loads(body), limits.max_message_chars * 4)
         except ValueError as err:  # BadRequest, bad JSON or UTF-8
@@ -125,19 +137,15 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
     @app.post("/invocations")
     async def invocations(request: Request):
         nonlocal admitted
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_request_bytes:
-            return error(413, f"request body of {declared} bytes is larger than {limits.max_request_bytes} "
-                              "(chain.max_request_bytes)")
-        body = await request.body()
-        if len(body) > limits.max_request_bytes:
-            return error(413, f"request body is larger than {limits.max_request_bytes} bytes (chain.max_request_bytes)")
+        body = await bounded_body(request)
+        if body is None:
+            return too_large()
         try:
             rows = request_rows(json.loads(body), limits)
+        except BadRequest as err:  # before ValueError, which it is: its message says what to fix
+            return error(400, str(err))
         except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
             return error(400, f"malformed JSON: {err}")
-        except BadRequest as err:
-            return error(400, str(err))
 
         if admitted >= limits.max_queued_requests:
             return error(503, f"{admitted} requests are already waiting or being answered "
