@@ -110,6 +110,19 @@ def vanishing_on_read(path: Path) -> Iterator[None]:
         lakerag.bronze.read_contents = real_read
 
 
+def http_call(url: str, body: bytes | None = None, timeout: float = 300) -> tuple[int, dict[str, str], bytes]:
+    """GET (or POST a JSON `body`) over real HTTP: (status, headers, raw body), 4xx/5xx included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
 def assert_same_rows(actual, expected, key: list[str]) -> None:
     """chispa equality in `key` order (Sail cannot sort by all columns: arrays do not hash)."""
     from chispa import assert_df_equality

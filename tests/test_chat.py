@@ -4,8 +4,6 @@ feedback turned into candidate eval questions. (The page itself: tests/test_serv
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 import pyspark.sql.functions as F
 import pytest
@@ -19,7 +17,7 @@ from lakerag.server import create_app
 from lakerag.settings import ChainSettings, Settings
 from lakerag.silver import run_silver
 from lakerag.tables import EVAL_QUESTIONS, SERVING_FEEDBACK, SILVER_SECTIONS
-from tests.conftest import corpus_pdf, put
+from tests.conftest import corpus_pdf, http_call, put
 
 GOOD = {"question": "What is an outline?", "answer": "Bookmarks [1].", "retrieved_ids": [], "verdict": "down",
         "comment": " too vague "}
@@ -42,12 +40,8 @@ def test_bad_feedback_is_refused_with_the_reason(payload, message):
 
 
 def request(url: str, body: dict | None = None) -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+    status, _, raw = http_call(url, json.dumps(body).encode() if body is not None else None, timeout=30)
+    return status, raw
 
 
 def test_documents_pdfs_and_feedback_through_the_api_then_candidates(spark, lakehouse, landing):
@@ -67,7 +61,8 @@ def test_documents_pdfs_and_feedback_through_the_api_then_candidates(spark, lake
         assert request(base + "/api/feedback", GOOD | {"verdict": "sideways"})[0] == 400
         status, body = request(base + "/api/feedback", GOOD | {"retrieved_ids": [sections[1].section_id]})
         assert status == 201 and json.loads(body)["feedback_id"]
-        assert request(base + "/")[0] == 200 and b"Your question" in request(base + "/")[1]
+        status, page = request(base + "/")
+        assert status == 200 and b"Your question" in page
     [row] = spark.table(lakehouse.table(SERVING_FEEDBACK.name)).collect()
     assert (row.verdict, row.comment, row.model_version, row.model_uri, row.user) == (
         "down", "too vague", "3", "models:/lakerag_chain@champion", None)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 
 import pytest
@@ -16,6 +14,7 @@ from lakerag.loadtest import LocalChain, StubLLMServer, healthy, request_mix, ru
 from lakerag.retriever import Retriever
 from lakerag.server import create_app
 from lakerag.settings import ChainSettings, LLMSettings, Settings
+from tests.conftest import http_call
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +44,8 @@ def test_sixteen_clients_with_a_valid_and_invalid_mix_get_the_right_answers_and_
 
 
 def post(url: str, body: bytes) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read())
+    status, headers, raw = http_call(url, body, timeout=60)
+    return status, {name.lower(): value for name, value in headers.items()}, json.loads(raw)
 
 
 def test_requests_beyond_the_queue_bound_get_503_with_retry_after(corpus_index):

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from lakerag.settings import ChainSettings, Settings
 from lakerag.loadtest import healthy
 from lakerag.tables import SERVING_ANSWERS, SERVING_FEEDBACK, SERVING_QUESTIONS
 from lakerag.tracking import configure_mlflow, use_experiment
+from tests.conftest import http_call
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -106,12 +106,8 @@ def _free_port() -> int:
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+    status, _, raw = http_call(url, body)
+    return status, json.loads(raw)
 
 
 def _wait_until_up(process: subprocess.Popen, url: str, seconds: float = 300) -> None:
@@ -170,8 +166,7 @@ def test_bad_requests_get_a_4xx_and_the_server_stays_up(server, body, status, me
     base, process = server
     got, reply = _post(base + "/invocations", body)
     assert (got, reply["error_code"]) == (status, "BAD_REQUEST") and message in reply["message"]
-    with urllib.request.urlopen(base + "/health", timeout=5) as response:
-        assert response.status == 200 and process.poll() is None
+    assert healthy(base) and process.poll() is None
 
 
 def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered):
