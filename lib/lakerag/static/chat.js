@@ -24,20 +24,8 @@ async function getJson(url) {
 }
 
 async function init() {
-  try {
-    state.config = await getJson("/api/config");
-    const version = state.config.model_version ? ` (version ${state.config.model_version})` : "";
-    $("model").textContent = `Answers from ${state.config.model_uri}${version}.`;
-    if (state.config.documents) {
-      state.documents = await getJson("/api/documents");
-      for (const doc of state.documents) {
-        $("document").append(element("option", { value: doc.doc_id }, `${doc.title} (${doc.file_name})`));
-      }
-      $("filters").hidden = state.documents.length === 0;
-    }
-  } catch (err) {
-    showError(`The server could not be reached (${err.message}); reload the page to try again.`);
-  }
+  // Controls work from the first moment: the page must not drop an Enter typed while the
+  // model information and document list are still loading.
   $("document").addEventListener("change", onDocumentChosen);
   $("ask").addEventListener("submit", onAsk);
   $("question").addEventListener("keydown", (event) => {
@@ -52,6 +40,20 @@ async function init() {
     showError("");
     $("question").focus();
   });
+  try {
+    state.config = await getJson("/api/config");
+    const version = state.config.model_version ? ` (version ${state.config.model_version})` : "";
+    $("model").textContent = `Answers from ${state.config.model_uri}${version}.`;
+    if (state.config.documents) {
+      state.documents = await getJson("/api/documents");
+      for (const doc of state.documents) {
+        $("document").append(element("option", { value: doc.doc_id }, `${doc.title} (${doc.file_name})`));
+      }
+      $("filters").hidden = state.documents.length === 0;
+    }
+  } catch (err) {
+    showError(`The server could not be reached (${err.message}); reload the page to try again.`);
+  }
 }
 
 function onDocumentChosen() {
