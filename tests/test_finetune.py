@@ -11,6 +11,7 @@ import pytest
 
 from lakerag.bronze import ingest_bronze
 from lakerag.finetune import NotEnoughPairs, run_finetune
+from lakerag.finetune_eval import BASE, RERANKED, TUNED, evaluate_finetuned
 from lakerag.gold import run_gold
 from lakerag.index import build_index
 from lakerag.models import load_sentence_model
@@ -64,6 +65,24 @@ def test_finetune_trains_both_models_on_the_train_split_only(spark, lakehouse, l
     assert run.data.params["pairs"] == str(len(train)) and "reranker_train_seconds" in run.data.metrics
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(report.run_id)}
     assert logged == {"embedding_model", "reranker_model"}
+
+    # the evaluation step compares the run's models with the base on the held-out (test) split
+    experiment = mlflow.get_experiment_by_name("lakerag-test").experiment_id
+    names = {TUNED: "lakerag_embedding", RERANKED: "lakerag_reranker"}
+    comparison = evaluate_finetuned(spark, lakehouse, settings, index, experiment, names)
+    assert comparison.finetune_run_id == report.run_id and comparison.questions == {"generated": len(test)}
+    table = comparison.tables["generated"]
+    assert set(zip(table["system"], table["metric"])) == {(s, m) for s in (BASE, TUNED, RERANKED)
+                                                          for m in ("recall@5", "ndcg@10")}
+    assert table["mean"].between(0, 1).all() and table["delta"].notna().sum() == 4
+    # registered exactly the systems the rule calls better, each as @champion
+    better = {system for system, (good, _) in comparison.verdicts.items() if good}
+    assert set(comparison.registered) == better
+    registered = {m.name for m in mlflow.MlflowClient().search_registered_models()}
+    assert registered == {names[s] for s in better}
+    logged = mlflow.get_run(comparison.run_id)
+    assert logged.data.tags["lakerag.finetune_run"] == report.run_id
+    assert "generated.fine-tuned_embedding.ndcg_at_10_mean" in logged.data.metrics
 
     fussy = dataclasses.replace(settings, finetune=dataclasses.replace(settings.finetune, min_pairs=100))
     with pytest.raises(NotEnoughPairs, match="24 active train-split question pairs"):

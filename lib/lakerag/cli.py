@@ -362,6 +362,39 @@ def _engine_task(tasks, name: str, task: Callable[..., int], summary: str, descr
     return command, _add_common(command)
 
 
+def _evaluate_finetuned(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.eval_jobs import NoQuestions
+    from lakerag.finetune_eval import BASE, RERANKED, TUNED, NoFinetuneRun, evaluate_finetuned
+    from lakerag.index import latest_index
+    from lakerag.registry import default_model_name
+
+    experiment_id = _mlflow_experiment(args)
+    unity_catalog = args.registry_uri == "databricks-uc"
+    names = {TUNED: args.embedding_model_name or default_model_name(args.catalog, args.schema, unity_catalog,
+                                                                    "lakerag_embedding"),
+             RERANKED: args.reranker_model_name or default_model_name(args.catalog, args.schema, unity_catalog,
+                                                                      "lakerag_reranker")}
+    try:
+        report = evaluate_finetuned(spark, lakehouse, settings, latest_index(_index_root(args), settings),
+                                    experiment_id, names, args.run_id)
+    except (NoFinetuneRun, NoQuestions) as err:
+        print(f"lakerag evaluate-finetuned: {err}", file=sys.stderr)
+        return 2
+    print(f"fine-tuning run {report.finetune_run_id} against the base {settings.models.embedding}; "
+          f"MLflow run {report.run_id}")
+    for name, table in report.tables.items():
+        print(f"\n{name} ({report.questions[name]} questions){'':8}mean [interval]          difference to the base")
+        for r in table.itertuples(index=False):
+            change = "" if r.system == BASE else f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]"
+            print(f"  {r.system:26} {r.metric:9} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]   {change}")
+    print()
+    for system, (better, why) in report.verdicts.items():
+        outcome = (f"registered as {names[system]} version {report.registered[system]} @champion" if better
+                   else "not promoted")
+        print(f"{system}: {outcome}; {why}")
+    return 0
+
+
 def _forget(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from lakerag.forget import NoSuchDocument, forget
 
@@ -597,6 +630,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mlflow(where)
     finetune_.add_argument("--output", default=None,
                            help="folder for the trained models (default <lake-root>/finetuned/<catalog>/<schema>)")
+
+    finetuned_eval, where = _engine_task(
+        tasks, "evaluate-finetuned", _evaluate_finetuned,
+        "compare a fine-tuning run's models with the base; register each one only if it is better",
+        "Section retrieval over the latest index's sections on the held-out split (the generated test "
+        "split) and the Debian FAQ's questions: the base vs the fine-tuned embedding model, and the "
+        "base model's top retrieval.rerank_candidates reordered by the trained reranker vs not. Prints "
+        "recall@5 and nDCG@10 with bootstrap intervals and each system's paired difference to the base, "
+        "and logs them to MLflow. A model is registered (alias @champion) only if, on the held-out split, "
+        "its nDCG@10 difference interval lies above zero and on no set is a difference interval below zero.",
+    )
+    _add_index_root(where)
+    _add_mlflow(where)
+    finetuned_eval.add_argument("--run-id", default=None,
+                                help="the fine-tuning MLflow run to evaluate (default: the newest in the experiment)")
+    finetuned_eval.add_argument("--embedding-model-name", default=None,
+                                help="registered model for a better embedding model (default lakerag_embedding; "
+                                     "<catalog>.<schema>.lakerag_embedding with --registry-uri databricks-uc)")
+    finetuned_eval.add_argument("--reranker-model-name", default=None,
+                                help="registered model for a better reranker (default lakerag_reranker, likewise)")
 
     forget_, where = _engine_task(
         tasks, "forget", _forget,

@@ -28,6 +28,7 @@ from lakerag.settings import FinetuneSettings, Settings
 from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS
 
 log = logging.getLogger(__name__)
+TAG_KIND = "lakerag.kind"  # finetune runs are found by this tag
 
 
 class NotEnoughPairs(RuntimeError):
@@ -134,7 +135,7 @@ def run_finetune(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, 
              len(pairs), len(corpus))
     triplets = mine_triplets(pairs, corpus, settings.models.embedding, config.hard_negatives)
     embedding, reranker = Path(out_root) / "embedding", Path(out_root) / "reranker"
-    with mlflow.start_run(run_name="finetune") as run:
+    with mlflow.start_run(run_name="finetune", tags={TAG_KIND: "finetune"}) as run:
         mlflow.log_params({"base_embedding": settings.models.embedding, "base_reranker": config.reranker_base,
                            "pairs": len(pairs), "triplets": len(triplets), "epochs": config.epochs,
                            "batch_size": config.batch_size, "learning_rate": config.learning_rate,

@@ -17,9 +17,9 @@ EXAMPLE = {"messages": [{"role": "user", "content": "How do I keep my Debian sys
            "filters": ["file=debian-faq.pdf"]}
 
 
-def default_model_name(catalog: str, schema: str, unity_catalog: bool) -> str:
-    """`catalog.schema.lakerag_chain` in Unity Catalog, else `lakerag_chain`."""
-    return f"{catalog}.{schema}.lakerag_chain" if unity_catalog else "lakerag_chain"
+def default_model_name(catalog: str, schema: str, unity_catalog: bool, model: str = "lakerag_chain") -> str:
+    """`catalog.schema.<model>` in Unity Catalog, else `<model>`."""
+    return f"{catalog}.{schema}.{model}" if unity_catalog else model
 
 
 def signature():

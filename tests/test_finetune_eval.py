@@ -1,0 +1,94 @@
+"""The comparison of a fine-tuning run with the base and its "promote only if better" rule, on
+inline per-question scores (no Spark, no models), and registration in a real MLflow registry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from lakerag.finetune import TAG_KIND
+from lakerag.finetune_eval import (
+    BASE,
+    FAQ,
+    HELD_OUT,
+    TUNED,
+    NoFinetuneRun,
+    comparison_table,
+    finetune_run,
+    register,
+    verdict,
+)
+from lakerag.settings import EvaluationSettings
+
+CONFIG = EvaluationSettings(bootstrap_resamples=500)
+
+
+def scores(recall: list[float], ndcg: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"recall@5": recall, "ndcg@10": ndcg})
+
+
+def test_comparison_reports_paired_differences_to_the_base():
+    table = comparison_table({BASE: scores([1, 0, 1, 0], [1.0, 0.0, 0.5, 0.0]),
+                              TUNED: scores([1, 1, 1, 0], [1.0, 0.5, 1.0, 0.0])}, CONFIG)
+    assert list(zip(table["system"], table["metric"])) == [(BASE, "recall@5"), (BASE, "ndcg@10"),
+                                                           (TUNED, "recall@5"), (TUNED, "ndcg@10")]
+    assert table["mean"].tolist() == [0.5, 0.375, 0.75, 0.625]
+    assert table["delta"].iloc[2:].tolist() == [0.25, 0.25] and table["delta"].iloc[:2].isna().all()
+    tuned = table.iloc[3]
+    assert tuned.delta_low <= tuned.delta <= tuned.delta_high and tuned.ci_low <= tuned["mean"] <= tuned.ci_high
+
+
+def tables(held_out: tuple[list, list], faq: tuple[list, list] | None = None) -> dict[str, pd.DataFrame]:
+    """Comparison tables where the base scores 0.5 on every question and the tuned model as given."""
+    def one(tuned: tuple[list, list]) -> pd.DataFrame:
+        base = scores([0.5] * len(tuned[0]), [0.5] * len(tuned[0]))
+        return comparison_table({BASE: base, TUNED: scores(*tuned)}, CONFIG)
+
+    out = {HELD_OUT: one(held_out)}
+    if faq is not None:
+        out[FAQ] = one(faq)
+    return out
+
+
+def test_promoted_only_when_the_held_out_gain_is_beyond_its_interval():
+    better = ([1.0] * 18 + [0.5] * 2, [1.0] * 18 + [0.5] * 2)
+    assert verdict(tables(better, faq=([0.5] * 20, [0.5] * 20)), TUNED)[0]
+    # a gain on a few questions only: the interval of the difference reaches zero
+    promoted, why = verdict(tables(([1.0] + [0.5] * 19, [1.0, 0.0] + [0.5] * 18)), TUNED)
+    assert not promoted and why.startswith("not better beyond the interval: ndcg@10 on the held-out split")
+    # the same model as the base: a zero difference is not better
+    assert verdict(tables(([0.5] * 20, [0.5] * 20)), TUNED) == (
+        False, "not better beyond the interval: ndcg@10 on the held-out split +0.000 [+0.000, +0.000]")
+
+
+def test_not_promoted_when_worse_on_another_set():
+    promoted, why = verdict(tables(([1.0] * 20, [1.0] * 20), faq=([0.5] * 20, [0.0] * 18 + [0.5] * 2)), TUNED)
+    assert not promoted and why.startswith("worse than the base beyond the interval: debian-faq ndcg@10 -0.450")
+
+
+def test_no_held_out_questions_no_promotion():
+    assert verdict({FAQ: tables(([1.0] * 20, [1.0] * 20))[HELD_OUT]}, TUNED) == (
+        False, "no held-out questions: cannot tell")
+
+
+def test_register_makes_the_run_folder_the_champion(mlflow_store, tmp_path: Path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(NoFinetuneRun, match="run `lakerag finetune-embeddings` first"):
+        finetune_run(_experiment_id(), None)
+    with mlflow.start_run(tags={TAG_KIND: "finetune"}) as run:
+        mlflow.log_artifacts(str(folder), "embedding_model")
+    assert finetune_run(_experiment_id(), None).info.run_id == run.info.run_id
+    assert register("lakerag_embedding", run.info.run_id, "embedding_model", "better") == "1"
+    assert register("lakerag_embedding", run.info.run_id, "embedding_model", "better again") == "2"
+    champion = mlflow.MlflowClient().get_model_version_by_alias("lakerag_embedding", "champion")
+    assert str(champion.version) == "2" and champion.source == f"runs:/{run.info.run_id}/embedding_model"
+    downloaded = Path(mlflow.artifacts.download_artifacts("models:/lakerag_embedding@champion"))
+    assert (downloaded / "config.json").read_text() == "{}"
+
+
+def _experiment_id() -> str:
+    return mlflow.get_experiment_by_name("lakerag-test").experiment_id
