@@ -12,7 +12,8 @@ eval_questions as the train split, 20% as the test split (held out). Then, on th
 3. `evaluate_finetuned` (the job `lakerag evaluate-finetuned`): section retrieval on the held-out
    pairs and on the Debian FAQ's own questions (a document never trained on), dense cosine over
    the indexed sections with the base (the baseline) vs the fine-tuned model, and the base
-   model's top 20 reranked by the trained cross-encoder; and its promotion verdicts.
+   model's top 20 reranked by the trained cross-encoder vs by the configured reranker (rescore
+   with all-mpnet-base-v2); and its promotion verdicts.
 Prints recall@5 and nDCG@10 (ranx) with 95% bootstrap intervals, each system's paired difference
 to the baseline with its interval, the verdicts and the training time; writes
 bench/results/finetune.json.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
 from lakerag.finetune import run_finetune  # noqa: E402
-from lakerag.finetune_eval import BASE, RERANKED, TUNED, evaluate_finetuned  # noqa: E402
+from lakerag.finetune_eval import BASE, RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
 from lakerag.gold import run_gold  # noqa: E402
 from lakerag.index import build_index  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
@@ -88,10 +89,7 @@ def main() -> int:
     results = {}
     for name, table in comparison.tables.items():
         print(f"\n{name} ({comparison.questions[name]} questions; baseline: {BASE})")
-        print(f"  {'system':26} {'metric':9} mean [95% CI]          difference to the baseline [95% CI]")
-        for r in table.itertuples(index=False):
-            change = "" if r.system == BASE else f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]"
-            print(f"  {r.system:26} {r.metric:9} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]   {change}")
+        print("\n".join(table_lines(table)))
         results[name] = table.round(3).to_dict(orient="records")
     print()
     for system, (better, why) in comparison.verdicts.items():

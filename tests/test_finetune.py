@@ -11,7 +11,7 @@ import pytest
 
 from lakerag.bronze import ingest_bronze
 from lakerag.finetune import NotEnoughPairs, run_finetune
-from lakerag.finetune_eval import BASE, RERANKED, TUNED, evaluate_finetuned
+from lakerag.finetune_eval import BASE, CONFIGURED, RERANKED, TUNED, evaluate_finetuned
 from lakerag.gold import run_gold
 from lakerag.index import build_index
 from lakerag.models import load_sentence_model
@@ -72,9 +72,11 @@ def test_finetune_trains_both_models_on_the_train_split_only(spark, lakehouse, l
     comparison = evaluate_finetuned(spark, lakehouse, settings, index, experiment, names)
     assert comparison.finetune_run_id == report.run_id and comparison.questions == {"generated": len(test)}
     table = comparison.tables["generated"]
-    assert set(zip(table["system"], table["metric"])) == {(s, m) for s in (BASE, TUNED, RERANKED)
+    assert set(zip(table["system"], table["metric"])) == {(s, m) for s in (BASE, TUNED, CONFIGURED, RERANKED)
                                                           for m in ("recall@5", "ndcg@10")}
-    assert table["mean"].between(0, 1).all() and table["delta"].notna().sum() == 4
+    assert table["mean"].between(0, 1).all() and table["delta"].notna().sum() == 6
+    # the trained reranker has to beat the configured one (rescore), not just no reranking
+    assert set(table.loc[table["system"] == RERANKED, "versus"]) == {CONFIGURED}
     # registered exactly the systems the rule calls better, each as @champion
     better = {system for system, (good, _) in comparison.verdicts.items() if good}
     assert set(comparison.registered) == better

@@ -11,8 +11,10 @@ import pytest
 from lakerag.finetune import TAG_KIND
 from lakerag.finetune_eval import (
     BASE,
+    CONFIGURED,
     FAQ,
     HELD_OUT,
+    RERANKED,
     TUNED,
     NoFinetuneRun,
     comparison_table,
@@ -31,11 +33,16 @@ def scores(recall: list[float], ndcg: list[float]) -> pd.DataFrame:
 
 def test_comparison_reports_paired_differences_to_the_base():
     table = comparison_table({BASE: scores([1, 0, 1, 0], [1.0, 0.0, 0.5, 0.0]),
-                              TUNED: scores([1, 1, 1, 0], [1.0, 0.5, 1.0, 0.0])}, CONFIG)
-    assert list(zip(table["system"], table["metric"])) == [(BASE, "recall@5"), (BASE, "ndcg@10"),
-                                                           (TUNED, "recall@5"), (TUNED, "ndcg@10")]
-    assert table["mean"].tolist() == [0.5, 0.375, 0.75, 0.625]
-    assert table["delta"].iloc[2:].tolist() == [0.25, 0.25] and table["delta"].iloc[:2].isna().all()
+                              TUNED: scores([1, 1, 1, 0], [1.0, 0.5, 1.0, 0.0]),
+                              CONFIGURED: scores([1, 1, 0, 0], [0.5, 0.5, 0.0, 0.0]),
+                              RERANKED: scores([1, 1, 1, 1], [1.0, 1.0, 0.5, 0.5])}, CONFIG, {RERANKED: CONFIGURED})
+    assert list(zip(table["system"], table["metric"])) == [(s, m) for s in (BASE, TUNED, CONFIGURED, RERANKED)
+                                                           for m in ("recall@5", "ndcg@10")]
+    assert table["mean"].tolist() == [0.5, 0.375, 0.75, 0.625, 0.5, 0.25, 1.0, 0.75]
+    # the trained reranker is measured against the configured one, the rest against the base
+    assert table["versus"].tolist() == ["", "", BASE, BASE, BASE, BASE, CONFIGURED, CONFIGURED]
+    assert table["delta"].iloc[2:].tolist() == [0.25, 0.25, 0.0, -0.125, 0.5, 0.5]
+    assert table["delta"].iloc[:2].isna().all()
     tuned = table.iloc[3]
     assert tuned.delta_low <= tuned.delta <= tuned.delta_high and tuned.ci_low <= tuned["mean"] <= tuned.ci_high
 
@@ -44,7 +51,7 @@ def tables(held_out: tuple[list, list], faq: tuple[list, list] | None = None) ->
     """Comparison tables where the base scores 0.5 on every question and the tuned model as given."""
     def one(tuned: tuple[list, list]) -> pd.DataFrame:
         base = scores([0.5] * len(tuned[0]), [0.5] * len(tuned[0]))
-        return comparison_table({BASE: base, TUNED: scores(*tuned)}, CONFIG)
+        return comparison_table({BASE: base, TUNED: scores(*tuned)}, CONFIG, {})
 
     out = {HELD_OUT: one(held_out)}
     if faq is not None:
@@ -60,12 +67,12 @@ def test_promoted_only_when_the_held_out_gain_is_beyond_its_interval():
     assert not promoted and why.startswith("not better beyond the interval: ndcg@10 on the held-out split")
     # the same model as the base: a zero difference is not better
     assert verdict(tables(([0.5] * 20, [0.5] * 20)), TUNED) == (
-        False, "not better beyond the interval: ndcg@10 on the held-out split +0.000 [+0.000, +0.000]")
+        False, "not better beyond the interval: ndcg@10 on the held-out split +0.000 [+0.000, +0.000] vs base embedding")
 
 
 def test_not_promoted_when_worse_on_another_set():
     promoted, why = verdict(tables(([1.0] * 20, [1.0] * 20), faq=([0.5] * 20, [0.0] * 18 + [0.5] * 2)), TUNED)
-    assert not promoted and why.startswith("worse than the base beyond the interval: debian-faq ndcg@10 -0.450")
+    assert not promoted and why.startswith("worse beyond the interval: debian-faq ndcg@10 -0.450")
 
 
 def test_no_held_out_questions_no_promotion():

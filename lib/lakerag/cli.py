@@ -364,7 +364,7 @@ def _engine_task(tasks, name: str, task: Callable[..., int], summary: str, descr
 
 def _evaluate_finetuned(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     from lakerag.eval_jobs import NoQuestions
-    from lakerag.finetune_eval import BASE, RERANKED, TUNED, NoFinetuneRun, evaluate_finetuned
+    from lakerag.finetune_eval import RERANKED, TUNED, NoFinetuneRun, evaluate_finetuned, table_lines
     from lakerag.index import latest_index
     from lakerag.registry import default_model_name
 
@@ -383,15 +383,19 @@ def _evaluate_finetuned(spark, lakehouse, settings, args: argparse.Namespace) ->
     print(f"fine-tuning run {report.finetune_run_id} against the base {settings.models.embedding}; "
           f"MLflow run {report.run_id}")
     for name, table in report.tables.items():
-        print(f"\n{name} ({report.questions[name]} questions){'':8}mean [interval]          difference to the base")
-        for r in table.itertuples(index=False):
-            change = "" if r.system == BASE else f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]"
-            print(f"  {r.system:26} {r.metric:9} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]   {change}")
+        print(f"\n{name} ({report.questions[name]} questions)")
+        print("\n".join(table_lines(table)))
     print()
     for system, (better, why) in report.verdicts.items():
         outcome = (f"registered as {names[system]} version {report.registered[system]} @champion" if better
                    else "not promoted")
         print(f"{system}: {outcome}; {why}")
+    if report.verdicts[TUNED][0]:
+        print(f"to use the embedding model: --set models.embedding={Path(report.output) / 'embedding'} (or "
+              "download models:/<name>@champion), then embed-gold, build-index, register-chain")
+    if report.verdicts[RERANKED][0]:
+        print(f"to use the reranker: --set retrieval.reranker=cross-encoder "
+              f"--set retrieval.cross_encoder={Path(report.output) / 'reranker'}")
     return 0
 
 

@@ -99,7 +99,7 @@ def train_reranker(triplets, base: str, folder: Path, config: FinetuneSettings) 
         "passage": list(triplets["positive"]) + list(triplets["negative"]),
         "label": [1.0] * len(triplets) + [0.0] * len(triplets),
     }).shuffle(seed=config.seed)
-    model = CrossEncoder(str(model_path(base)), num_labels=1, device="cpu")
+    model = CrossEncoder(str(model_path(base)), num_labels=1, max_length=config.reranker_max_length, device="cpu")
     started = time.perf_counter()
     result = CrossEncoderTrainer(model=model, args=_arguments(CrossEncoderTrainingArguments, config, config.reranker_learning_rate),
                                  train_dataset=labelled, loss=BinaryCrossEntropyLoss(model)).train()
@@ -139,7 +139,8 @@ def run_finetune(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, 
         mlflow.log_params({"base_embedding": settings.models.embedding, "base_reranker": config.reranker_base,
                            "pairs": len(pairs), "triplets": len(triplets), "epochs": config.epochs,
                            "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-                           "hard_negatives": config.hard_negatives, "index": str(index_folder)})
+                           "hard_negatives": config.hard_negatives, "reranker_max_length": config.reranker_max_length,
+                           "index": str(index_folder), "output": str(out_root)})
         metrics = train_embedding(triplets, settings.models.embedding, embedding, config)
         metrics |= train_reranker(triplets, config.reranker_base, reranker, config)
         mlflow.log_metrics(metrics)

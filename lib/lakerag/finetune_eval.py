@@ -3,13 +3,14 @@
 Section retrieval over the latest index's sections, on the held-out split (the generated test
 split, never trained on) and on the Debian FAQ's own questions: the base vs the fine-tuned
 embedding model (dense cosine), and the base model's top `retrieval.rerank_candidates` reordered
-by the trained cross-encoder vs not. recall@5 and nDCG@10 (ranx) per question, their means with
-bootstrap intervals, and each system's paired difference to the base with its interval.
+by the trained cross-encoder vs by the configured reranker (`retrieval.reranker`; vs no reranking
+when that is `none`). recall@5 and nDCG@10 (ranx) per question, their means with bootstrap
+intervals, and each system's paired difference to what it would replace, with its interval.
 
-Promotion rule, "only if better": a system is promoted when, on the held-out split, the interval
-of its nDCG@10 difference to the base lies wholly above zero, and on no question set is either
-metric's difference interval wholly below zero. A promoted model is registered in the MLflow
-registry with the alias @champion; one that is not better is only reported.
+Promotion rule, "only if better": a model is promoted when, on the held-out split, the interval
+of its nDCG@10 difference lies wholly above zero, and on no question set is either metric's
+difference interval wholly below zero. A promoted model is registered in the MLflow registry
+with the alias @champion; one that is not better is only reported.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pyspark.sql import SparkSession
 from lakerag.engine import Lakehouse
 from lakerag.evaluation import retrieval_scores, summarise
 from lakerag.finetune import TAG_KIND
+from lakerag.models import load_sentence_model, model_path
 from lakerag.settings import EvaluationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ HELD_OUT, FAQ = "generated", "debian-faq"
 METRIC_CUTOFFS = {"recall@5": ("recall@k", 5), "ndcg@10": ("ndcg@k", 10)}
 PRIMARY = "ndcg@10"
 BASE, TUNED, RERANKED = "base embedding", "fine-tuned embedding", "base + trained reranker"
+CONFIGURED = "base + configured reranker"  # retrieval.reranker as set now: what the trained one must beat
 ARTIFACT = {TUNED: "embedding_model", RERANKED: "reranker_model"}
 
 
@@ -41,26 +44,38 @@ class NoFinetuneRun(LookupError):
 
 def dense_rankings(model: str, queries: list[str], ids: list[str], texts: list[str], depth: int) -> list[list[str]]:
     """Section ids by cosine between each query and each text under `model`, best first, top `depth`."""
-    from lakerag.models import load_sentence_model
-
     encoder = load_sentence_model(model)
     corpus = encoder.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     scores = encoder.encode(queries, normalize_embeddings=True, show_progress_bar=False) @ corpus.T
     return [[ids[i] for i in np.argsort(-row, kind="stable")[:depth]] for row in scores]
 
 
+def reordered(rankings: list[list[str]], scores: list[np.ndarray], depth: int) -> list[list[str]]:
+    """Each ranking's top `depth` sorted by its scores (best first), the rest after in their order."""
+    return [[ranking[i] for i in np.argsort(-np.asarray(row), kind="stable")] + ranking[depth:]
+            for ranking, row in zip(rankings, scores)]
+
+
 def cross_encoder_reranked(reranker: str, queries: list[str], rankings: list[list[str]], text_of: dict[str, str],
                            depth: int) -> list[list[str]]:
-    """The top `depth` of each ranking reordered by the cross-encoder's scores, the rest after."""
+    """The top `depth` of each ranking reordered by a cross-encoder's scores (reranker: cross-encoder)."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     model = CrossEncoder(reranker, device="cpu")
-    out = []
-    for query, ranking in zip(queries, rankings):
-        head = ranking[:depth]
-        scores = model.predict([(query, text_of[s]) for s in head], show_progress_bar=False)
-        out.append([head[i] for i in np.argsort(-np.asarray(scores), kind="stable")] + ranking[depth:])
-    return out
+    return reordered(rankings, [model.predict([(query, text_of[s]) for s in ranking[:depth]], show_progress_bar=False)
+                                for query, ranking in zip(queries, rankings)], depth)
+
+
+def rescored(model: str, queries: list[str], rankings: list[list[str]], text_of: dict[str, str],
+             depth: int) -> list[list[str]]:
+    """The top `depth` of each ranking reordered by cosine under a second bi-encoder (reranker: rescore)."""
+    encoder = load_sentence_model(model)
+    candidates = sorted({s for ranking in rankings for s in ranking[:depth]})
+    vector_of = dict(zip(candidates, encoder.encode([text_of[s] for s in candidates], batch_size=32,
+                                                    normalize_embeddings=True, show_progress_bar=False)))
+    query_vectors = encoder.encode(queries, normalize_embeddings=True, show_progress_bar=False)
+    return reordered(rankings, [np.array([vector_of[s] @ q for s in ranking[:depth]])
+                                for q, ranking in zip(query_vectors, rankings)], depth)
 
 
 def per_question(questions: pd.DataFrame, rankings: list[list[str]]) -> pd.DataFrame:
@@ -69,20 +84,23 @@ def per_question(questions: pd.DataFrame, rankings: list[list[str]]) -> pd.DataF
                          for name, (column, cutoff) in METRIC_CUTOFFS.items()})
 
 
-def comparison_table(scores: dict[str, pd.DataFrame], config: EvaluationSettings) -> pd.DataFrame:
-    """Per-question scores of each system (BASE among them) -> one row per system and metric: mean
-    and interval, and the mean paired difference to the base with its interval (NaN for the base)."""
+def comparison_table(scores: dict[str, pd.DataFrame], config: EvaluationSettings,
+                     versus: dict[str, str]) -> pd.DataFrame:
+    """Per-question scores of each system -> one row per system and metric: mean and interval, and
+    the mean paired difference to the system it is compared with (versus[system]; BASE when not
+    named; none for the base itself) with its interval."""
     rows = []
     for system, table in scores.items():
+        reference = versus.get(system, BASE)
         for metric in METRIC_CUTOFFS:
             level = summarise(table[metric], config.bootstrap_resamples, config.confidence, config.seed)
             row = {"system": system, "metric": metric, "mean": level.mean, "ci_low": level.ci_low,
-                   "ci_high": level.ci_high, "delta": np.nan, "delta_low": np.nan, "delta_high": np.nan}
+                   "ci_high": level.ci_high, "versus": "", "delta": np.nan, "delta_low": np.nan, "delta_high": np.nan}
             if system != BASE:
                 # paired: the same questions under both systems, so resample their differences
-                delta = summarise(table[metric] - scores[BASE][metric], config.bootstrap_resamples,
+                delta = summarise(table[metric] - scores[reference][metric], config.bootstrap_resamples,
                                   config.confidence, config.seed)
-                row |= {"delta": delta.mean, "delta_low": delta.ci_low, "delta_high": delta.ci_high}
+                row |= {"versus": reference, "delta": delta.mean, "delta_low": delta.ci_low, "delta_high": delta.ci_high}
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -94,14 +112,24 @@ def verdict(tables: dict[str, pd.DataFrame], system: str) -> tuple[bool, str]:
     rows = {(name, r.metric): r for name, table in tables.items()
             for r in table[table["system"] == system].itertuples(index=False)}
     primary = rows[(HELD_OUT, PRIMARY)]
-    shown = f"{PRIMARY} on the held-out split {primary.delta:+.3f} [{primary.delta_low:+.3f}, {primary.delta_high:+.3f}]"
-    worse = [f"{name} {metric} {r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]"
+    shown = (f"{PRIMARY} on the held-out split {primary.delta:+.3f} [{primary.delta_low:+.3f}, "
+             f"{primary.delta_high:+.3f}] vs {primary.versus}")
+    worse = [f"{name} {metric} {r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}] vs {r.versus}"
              for (name, metric), r in rows.items() if r.delta_high < 0]
     if worse:
-        return False, "worse than the base beyond the interval: " + "; ".join(worse)
+        return False, "worse beyond the interval: " + "; ".join(worse)
     if not primary.delta_low > 0:
         return False, f"not better beyond the interval: {shown}"
     return True, f"better: {shown}, not worse elsewhere"
+
+
+def table_lines(table: pd.DataFrame) -> list[str]:
+    """A comparison table as aligned text lines, for printing."""
+    lines = [f"  {'system':27} {'metric':9} {'mean [95% interval]':22} difference [95% interval] vs"]
+    for r in table.itertuples(index=False):
+        change = "" if r.system == BASE else f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}] vs {r.versus}"
+        lines.append(f"  {r.system:27} {r.metric:9} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]   {change}")
+    return lines
 
 
 def finetune_run(experiment_id: str, run_id: str | None):
@@ -139,6 +167,7 @@ class ComparisonReport:
     """What evaluating a fine-tuning run found and did."""
 
     finetune_run_id: str
+    output: str  # where the fine-tuning job saved the models
     run_id: str
     tables: dict[str, pd.DataFrame]
     questions: dict[str, int]
@@ -146,25 +175,47 @@ class ComparisonReport:
     registered: dict[str, str] = field(default_factory=dict)  # system -> registered version
 
 
-def compare_systems(questions: dict[str, pd.DataFrame], sections: pd.DataFrame, base: str, tuned: str | None,
+def configured_reranking(settings: Settings, queries: list[str], rankings: list[list[str]],
+                         text_of: dict[str, str]) -> list[list[str]] | None:
+    """The rankings reordered as retrieval.reranker does now; None when it is `none`."""
+    retrieval = settings.retrieval
+    if retrieval.reranker == "rescore":
+        return rescored(settings.models.rerank, queries, rankings, text_of, retrieval.rerank_candidates)
+    if retrieval.reranker == "cross-encoder":
+        return cross_encoder_reranked(str(model_path(retrieval.cross_encoder)), queries, rankings, text_of,
+                                      retrieval.rerank_candidates)
+    return None
+
+
+def compare_systems(questions: dict[str, pd.DataFrame], sections: pd.DataFrame, tuned: str | None,
                     reranker: str | None, settings: Settings) -> dict[str, pd.DataFrame]:
     """Comparison table per question set (columns question_id, question, section_id) over the
-    sections (section_id, text): the base model, and the fine-tuned model and trained reranker where given."""
+    sections (section_id, text): the base model and the configured reranker, and the fine-tuned
+    model and the trained reranker where given. The trained reranker is compared with the
+    configured one when there is one, everything else with the base."""
     ids, texts = sections["section_id"].tolist(), sections["text"].tolist()
     text_of = dict(zip(ids, texts))
     depth = max(cutoff for _, cutoff in METRIC_CUTOFFS.values())
-    tables = {}
+    candidates = settings.retrieval.rerank_candidates
+    # every set's questions at once: each model encodes the sections a single time
+    queries = [q for frame in questions.values() for q in frame["question"]]
+    log.info("ranking %d sections for %d questions", len(ids), len(queries))
+    base_rankings = dense_rankings(settings.models.embedding, queries, ids, texts, max(depth, candidates))
+    rankings = {BASE: base_rankings}
+    if tuned:
+        rankings[TUNED] = dense_rankings(tuned, queries, ids, texts, depth)
+    configured = configured_reranking(settings, queries, base_rankings, text_of)
+    if configured is not None:
+        rankings[CONFIGURED] = configured
+    if reranker:
+        rankings[RERANKED] = cross_encoder_reranked(reranker, queries, base_rankings, text_of, candidates)
+    versus = {RERANKED: CONFIGURED} if configured is not None else {}
+    tables, start = {}, 0
     for name, frame in questions.items():
-        queries = frame["question"].tolist()
-        log.info("ranking %d sections for %d %s questions", len(ids), len(queries), name)
-        base_rankings = dense_rankings(base, queries, ids, texts, max(depth, settings.retrieval.rerank_candidates))
-        scores = {BASE: per_question(frame, base_rankings)}
-        if tuned:
-            scores[TUNED] = per_question(frame, dense_rankings(tuned, queries, ids, texts, depth))
-        if reranker:
-            scores[RERANKED] = per_question(frame, cross_encoder_reranked(
-                reranker, queries, base_rankings, text_of, settings.retrieval.rerank_candidates))
-        tables[name] = comparison_table(scores, settings.evaluation)
+        end = start + len(frame)
+        scores = {system: per_question(frame, ranked[start:end]) for system, ranked in rankings.items()}
+        tables[name] = comparison_table(scores, settings.evaluation, versus)
+        start = end
     return tables
 
 
@@ -187,8 +238,7 @@ def evaluate_finetuned(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
         folders = {system: mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path=artifact,
                                                                dst_path=scratch)
                    for system, artifact in ARTIFACT.items()}
-        tables = compare_systems(questions, sections, settings.models.embedding, folders[TUNED], folders[RERANKED],
-                                 settings)
+        tables = compare_systems(questions, sections, folders[TUNED], folders[RERANKED], settings)
     verdicts = {system: verdict(tables, system) for system in ARTIFACT}
     with mlflow.start_run(run_name="evaluate-finetuned") as run:
         mlflow.set_tags({TAG_KIND: "finetune-evaluation", "lakerag.finetune_run": trained.info.run_id,
@@ -199,8 +249,10 @@ def evaluate_finetuned(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
             mlflow.log_table(table, f"comparison_{name}.json")
             for r in table.itertuples(index=False):
                 key = f"{name}.{r.system.replace(' ', '_').replace('+', 'with')}.{r.metric.replace('@', '_at_')}"
-                mlflow.log_metrics({f"{key}_mean": r.mean, f"{key}_ci_low": r.ci_low, f"{key}_ci_high": r.ci_high})
-    report = ComparisonReport(trained.info.run_id, run.info.run_id, tables,
+                values = {"mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high, "delta": r.delta,
+                          "delta_ci_low": r.delta_low, "delta_ci_high": r.delta_high}
+                mlflow.log_metrics({f"{key}_{v}": x for v, x in values.items() if not np.isnan(x)})
+    report = ComparisonReport(trained.info.run_id, trained.data.params.get("output", ""), run.info.run_id, tables,
                               {name: len(frame) for name, frame in questions.items()}, verdicts)
     for system, (better, why) in verdicts.items():
         if better:

@@ -368,6 +368,9 @@ class FinetuneSettings:
     # which needs a higher rate than fine-tuning (at 2e-5 its loss stayed at ln 2 for an epoch).
     reranker_base: str = "all-MiniLM-L6-v2"
     reranker_learning_rate: float = 1e-4
+    # Tokens of question + section the cross-encoder reads, in training and (saved with it) when
+    # reranking; MiniLM would read 512, and attention cost grows with the square of the length.
+    reranker_max_length: int = 256
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.min_pairs) < 1 or self.hard_negatives < 0:
