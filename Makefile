@@ -69,6 +69,7 @@ bench: install
 	$(PY) bench/serve.py --lake-root $(LAKE)
 	$(PY) bench/injection_screen.py --lake-root $(LAKE)
 	$(PY) bench/finetune.py
+	$(PY) bench/multihop.py
 
 # 16 clients, valid + invalid requests, 30 s, loopback only; needs the index `make demo` built.
 loadtest: install

@@ -28,6 +28,7 @@ from lakerag.index import build_index  # noqa: E402
 from lakerag.llm import make_llm  # noqa: E402
 from lakerag.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
+from lakerag.tracking import configure_mlflow, use_experiment  # noqa: E402
 
 FILES = ["debian-faq.pdf", "R-data.pdf", "R-intro.pdf", "mnras_guide.pdf"]
 # (question, the two documents that hold its halves)
@@ -88,6 +89,9 @@ def main() -> int:
         folder = build_index(spark, lakehouse, settings, Path(scratch) / "indexes").folder
         chunks = pd.read_parquet(folder / "chunks.parquet", columns=["section_id", "file_name"])
         file_of = dict(zip(chunks["section_id"], chunks["file_name"]))
+        # the chain traces every step: keep the traces in the scratch folder, not in ./mlflow.db
+        configure_mlflow(None, None, Path(scratch))
+        use_experiment("lakerag-bench-multihop", Path(scratch))
         retriever = Retriever.from_settings(folder, settings)
         llm = make_llm(settings.llm)
         results = {}
