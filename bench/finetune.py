@@ -15,8 +15,8 @@ eval_questions as the train split, 20% as the test split (held out). Then, on th
    model's top 20 reranked by the trained cross-encoder vs by the configured reranker (rescore
    with all-mpnet-base-v2); and its promotion verdicts.
 Prints recall@5 and nDCG@10 (ranx) with 95% bootstrap intervals, each system's paired difference
-to the baseline with its interval, the verdicts and the training time; writes
-bench/results/finetune.json.
+(with its interval) to what it would replace: the base embedding, or for the trained reranker the
+configured one; the verdicts and the training time; writes bench/results/finetune.json.
 
     .venv/bin/python bench/finetune.py
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
 from lakerag.finetune import run_finetune  # noqa: E402
-from lakerag.finetune_eval import BASE, RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
+from lakerag.finetune_eval import RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
 from lakerag.gold import run_gold  # noqa: E402
 from lakerag.index import build_index  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
@@ -88,9 +88,10 @@ def main() -> int:
           f"comparison {compare_seconds} s")
     results = {}
     for name, table in comparison.tables.items():
-        print(f"\n{name} ({comparison.questions[name]} questions; baseline: {BASE})")
+        print(f"\n{name} ({comparison.questions[name]} questions)")
         print("\n".join(table_lines(table)))
-        results[name] = table.round(3).to_dict(orient="records")
+        # JSON has no NaN: the base's own difference is null
+        results[name] = table.round(3).astype(object).where(table.notna(), None).to_dict(orient="records")
     print()
     for system, (better, why) in comparison.verdicts.items():
         print(f"{system}: {'promoted' if better else 'not promoted'}; {why}")

@@ -13,6 +13,7 @@ the latency. Prints the table and the totals; writes bench/results/multihop.json
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -74,11 +75,10 @@ def print_results(results: dict[str, list[dict]]) -> None:
                   f"{row['llm_calls']} LLM calls")
             for sub in row["sub_questions"]:
                 print(f"       sub-question: {sub}")
-        latency = sorted(r["latency_s"] for r in rows)
         print(f"  {mode}: sources from both documents {sum(r['sources_from_both'] for r in rows)}/{len(rows)}, "
               f"cited both {sum(r['cited_both'] for r in rows)}/{len(rows)}, "
               f"decomposed into 2+ sub-questions {sum(len(r['sub_questions']) > 1 for r in rows)}/{len(rows)}, "
-              f"median latency {latency[len(latency) // 2]:.1f} s")
+              f"median latency {statistics.median(r['latency_s'] for r in rows):.1f} s")
 
 
 def main() -> int:

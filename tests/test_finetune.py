@@ -77,11 +77,10 @@ def test_finetune_trains_both_models_on_the_train_split_only(spark, lakehouse, l
     assert table["mean"].between(0, 1).all() and table["delta"].notna().sum() == 6
     # the trained reranker has to beat the configured one (rescore), not just no reranking
     assert set(table.loc[table["system"] == RERANKED, "versus"]) == {CONFIGURED}
-    # registered exactly the systems the rule calls better, each as @champion
-    better = {system for system, (good, _) in comparison.verdicts.items() if good}
-    assert set(comparison.registered) == better
-    registered = {m.name for m in mlflow.MlflowClient().search_registered_models()}
-    assert registered == {names[s] for s in better}
+    # 4 held-out questions are too few to promote anything (finetune.min_held_out 20)
+    too_few = (False, f"cannot tell: {len(test)} held-out questions, fewer than finetune.min_held_out=20")
+    assert comparison.verdicts == {TUNED: too_few, RERANKED: too_few} and comparison.registered == {}
+    assert mlflow.MlflowClient().search_registered_models() == []
     logged = mlflow.get_run(comparison.run_id)
     assert logged.data.tags["lakerag.finetune_run"] == report.run_id
     assert "generated.fine-tuned_embedding.ndcg_at_10_mean" in logged.data.metrics

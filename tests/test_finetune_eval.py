@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from lakerag import finetune_eval
 from lakerag.finetune import TAG_KIND
 from lakerag.finetune_eval import (
     BASE,
@@ -22,7 +23,7 @@ from lakerag.finetune_eval import (
     register,
     verdict,
 )
-from lakerag.settings import EvaluationSettings
+from lakerag.settings import EvaluationSettings, RetrievalSettings, Settings
 
 CONFIG = EvaluationSettings(bootstrap_resamples=500)
 
@@ -47,11 +48,13 @@ def test_comparison_reports_paired_differences_to_the_base():
     assert tuned.delta_low <= tuned.delta <= tuned.delta_high and tuned.ci_low <= tuned["mean"] <= tuned.ci_high
 
 
-def tables(held_out: tuple[list, list], faq: tuple[list, list] | None = None) -> dict[str, pd.DataFrame]:
-    """Comparison tables where the base scores 0.5 on every question and the tuned model as given."""
-    def one(tuned: tuple[list, list]) -> pd.DataFrame:
-        base = scores([0.5] * len(tuned[0]), [0.5] * len(tuned[0]))
-        return comparison_table({BASE: base, TUNED: scores(*tuned)}, CONFIG, {})
+def tables(held_out: tuple[list, list], faq: tuple[list, list] | None = None,
+           system: str = TUNED, versus: str = BASE) -> dict[str, pd.DataFrame]:
+    """Comparison tables where the reference scores 0.5 on every question and `system` as given."""
+    def one(scored: tuple[list, list]) -> pd.DataFrame:
+        reference = scores([0.5] * len(scored[0]), [0.5] * len(scored[0]))
+        given = {versus: reference, system: scores(*scored)}
+        return comparison_table({BASE: reference, **given}, CONFIG, {system: versus})
 
     out = {HELD_OUT: one(held_out)}
     if faq is not None:
@@ -59,25 +62,44 @@ def tables(held_out: tuple[list, list], faq: tuple[list, list] | None = None) ->
     return out
 
 
+ENOUGH = {HELD_OUT: 20, FAQ: 20}
+
+
 def test_promoted_only_when_the_held_out_gain_is_beyond_its_interval():
     better = ([1.0] * 18 + [0.5] * 2, [1.0] * 18 + [0.5] * 2)
-    assert verdict(tables(better, faq=([0.5] * 20, [0.5] * 20)), TUNED)[0]
+    assert verdict(tables(better, faq=([0.5] * 20, [0.5] * 20)), TUNED, ENOUGH, 20)[0]
     # a gain on a few questions only: the interval of the difference reaches zero
-    promoted, why = verdict(tables(([1.0] + [0.5] * 19, [1.0, 0.0] + [0.5] * 18)), TUNED)
+    promoted, why = verdict(tables(([1.0] + [0.5] * 19, [1.0, 0.0] + [0.5] * 18)), TUNED, ENOUGH, 20)
     assert not promoted and why.startswith("not better beyond the interval: ndcg@10 on the held-out split")
     # the same model as the base: a zero difference is not better
-    assert verdict(tables(([0.5] * 20, [0.5] * 20)), TUNED) == (
+    assert verdict(tables(([0.5] * 20, [0.5] * 20)), TUNED, ENOUGH, 20) == (
         False, "not better beyond the interval: ndcg@10 on the held-out split +0.000 [+0.000, +0.000] vs base embedding")
 
 
-def test_not_promoted_when_worse_on_another_set():
-    promoted, why = verdict(tables(([1.0] * 20, [1.0] * 20), faq=([0.5] * 20, [0.0] * 18 + [0.5] * 2)), TUNED)
+def test_not_promoted_when_worse_on_another_set_or_metric():
+    promoted, why = verdict(tables(([1.0] * 20, [1.0] * 20), faq=([0.5] * 20, [0.0] * 18 + [0.5] * 2)), TUNED,
+                            ENOUGH, 20)
     assert not promoted and why.startswith("worse beyond the interval: debian-faq ndcg@10 -0.450")
+    # better nDCG@10 on the held-out split, but its recall@5 drops beyond the interval
+    promoted, why = verdict(tables(([0.0] * 18 + [0.5] * 2, [1.0] * 20)), TUNED, ENOUGH, 20)
+    assert not promoted and why.startswith("worse beyond the interval: generated recall@5 -0.450")
 
 
-def test_no_held_out_questions_no_promotion():
-    assert verdict({FAQ: tables(([1.0] * 20, [1.0] * 20))[HELD_OUT]}, TUNED) == (
-        False, "no held-out questions: cannot tell")
+def test_the_trained_reranker_must_beat_the_configured_one():
+    # far better than no reranking, but only as good as the configured reranker: not promoted
+    table = comparison_table({BASE: scores([0.0] * 20, [0.0] * 20), CONFIGURED: scores([1.0] * 20, [0.8] * 20),
+                              RERANKED: scores([1.0] * 20, [0.8] * 20)}, CONFIG, {RERANKED: CONFIGURED})
+    assert verdict({HELD_OUT: table}, RERANKED, ENOUGH, 20) == (
+        False, "not better beyond the interval: ndcg@10 on the held-out split +0.000 [+0.000, +0.000] "
+               "vs base + configured reranker")
+
+
+def test_too_few_held_out_questions_promote_nothing():
+    # one question gives a zero-width interval above zero: not evidence enough
+    one = tables(([1.0], [1.0]))
+    assert verdict(one, TUNED, {HELD_OUT: 1}, 20) == (
+        False, "cannot tell: 1 held-out questions, fewer than finetune.min_held_out=20")
+    assert verdict(one, TUNED, {HELD_OUT: 1}, 1)[0]
 
 
 def test_register_makes_the_run_folder_the_champion(mlflow_store, tmp_path: Path):
@@ -99,3 +121,20 @@ def test_register_makes_the_run_folder_the_champion(mlflow_store, tmp_path: Path
 
 def _experiment_id() -> str:
     return mlflow.get_experiment_by_name("lakerag-test").experiment_id
+
+
+def test_each_question_set_is_scored_on_its_own_rankings(monkeypatch):
+    # all sets are ranked in one pass; each set must get back the rankings of its own questions
+    def ranked_by_question(model, queries, ids, texts, depth):
+        return [[q.split()[0], "other"] for q in queries]  # the first word is the section it finds
+
+    monkeypatch.setattr(finetune_eval, "dense_rankings", ranked_by_question)
+    sets = {HELD_OUT: pd.DataFrame({"question_id": ["a", "b"], "question": ["s1 q", "s9 q"], "section_id": ["s1", "s2"]}),
+            FAQ: pd.DataFrame({"question_id": ["c", "d", "e"], "question": ["s3 q", "s4 q", "s5 q"],
+                               "section_id": ["s3", "s4", "s5"]})}
+    sections = pd.DataFrame({"section_id": ["s1", "s2", "s3", "s4", "s5"], "text": ["t"] * 5})
+    settings = Settings(retrieval=RetrievalSettings(reranker="none"))
+    result = finetune_eval.compare_systems(sets, sections, "tuned-folder", None, settings)
+    recall = {name: table.set_index(["system", "metric"])["mean"][(BASE, "recall@5")] for name, table in result.items()}
+    assert recall == {HELD_OUT: 0.5, FAQ: 1.0}
+    assert set(result[FAQ]["system"]) == {BASE, TUNED}  # no configured reranker, no trained one given

@@ -377,25 +377,27 @@ def _evaluate_finetuned(spark, lakehouse, settings, args: argparse.Namespace) ->
     try:
         report = evaluate_finetuned(spark, lakehouse, settings, latest_index(_index_root(args), settings),
                                     experiment_id, names, args.run_id)
-    except (NoFinetuneRun, NoQuestions) as err:
+    except (NoFinetuneRun, NoQuestions, FileNotFoundError) as err:
         print(f"lakerag evaluate-finetuned: {err}", file=sys.stderr)
         return 2
-    print(f"fine-tuning run {report.finetune_run_id} against the base {settings.models.embedding}; "
-          f"MLflow run {report.run_id}")
+    print(f"fine-tuning run {report.finetune_run_id} against models.embedding={settings.models.embedding} and "
+          f"retrieval.reranker={settings.retrieval.reranker}; MLflow run {report.run_id}")
     for name, table in report.tables.items():
         print(f"\n{name} ({report.questions[name]} questions)")
         print("\n".join(table_lines(table)))
     print()
     for system, (better, why) in report.verdicts.items():
-        outcome = (f"registered as {names[system]} version {report.registered[system]} @champion" if better
-                   else "not promoted")
+        if system in report.registered:
+            outcome = f"registered as {names[system]} version {report.registered[system]} @champion"
+        else:
+            outcome = report.skipped[system] if better else "not promoted"
         print(f"{system}: {outcome}; {why}")
+    folder = Path(report.output) if report.output else Path("<the finetune --output folder>")
     if report.verdicts[TUNED][0]:
-        print(f"to use the embedding model: --set models.embedding={Path(report.output) / 'embedding'} (or "
-              "download models:/<name>@champion), then embed-gold, build-index, register-chain")
+        print(f"to use the embedding model: --set models.embedding={folder / 'embedding'}, then embed-gold, "
+              "build-index, register-chain")
     if report.verdicts[RERANKED][0]:
-        print(f"to use the reranker: --set retrieval.reranker=cross-encoder "
-              f"--set retrieval.cross_encoder={Path(report.output) / 'reranker'}")
+        print(f"to use the reranker: --set retrieval.reranker=cross-encoder --set retrieval.cross_encoder={folder / 'reranker'}")
     return 0
 
 
@@ -640,15 +642,19 @@ def build_parser() -> argparse.ArgumentParser:
         "compare a fine-tuning run's models with the base; register each one only if it is better",
         "Section retrieval over the latest index's sections on the held-out split (the generated test "
         "split) and the Debian FAQ's questions: the base vs the fine-tuned embedding model, and the "
-        "base model's top retrieval.rerank_candidates reordered by the trained reranker vs not. Prints "
-        "recall@5 and nDCG@10 with bootstrap intervals and each system's paired difference to the base, "
-        "and logs them to MLflow. A model is registered (alias @champion) only if, on the held-out split, "
-        "its nDCG@10 difference interval lies above zero and on no set is a difference interval below zero.",
+        "base model's top retrieval.rerank_candidates reordered by the trained reranker vs by the "
+        "configured retrieval.reranker. Prints recall@5 and nDCG@10 with bootstrap intervals and each "
+        "system's paired difference to what it would replace, and logs them to MLflow. A model is "
+        "registered (alias @champion) only if, with at least finetune.min_held_out held-out questions, "
+        "its held-out nDCG@10 difference interval lies above zero and on no set is a difference "
+        "interval below zero. On Unity Catalog a better model is reported, not registered (it is a "
+        "plain folder, not an MLflow model with a signature).",
     )
     _add_index_root(where)
     _add_mlflow(where)
     finetuned_eval.add_argument("--run-id", default=None,
-                                help="the fine-tuning MLflow run to evaluate (default: the newest in the experiment)")
+                                help="the fine-tuning MLflow run to evaluate (default: the newest finished one in "
+                                     "the experiment)")
     finetuned_eval.add_argument("--embedding-model-name", default=None,
                                 help="registered model for a better embedding model (default lakerag_embedding; "
                                      "<catalog>.<schema>.lakerag_embedding with --registry-uri databricks-uc)")

@@ -1,4 +1,5 @@
-"""Is a fine-tuning run better than the base? The evaluation step of `lakerag finetune-embeddings`.
+"""Is a fine-tuning run better than what we have? `lakerag evaluate-finetuned`, run after
+`lakerag finetune-embeddings`.
 
 Section retrieval over the latest index's sections, on the held-out split (the generated test
 split, never trained on) and on the Debian FAQ's own questions: the base vs the fine-tuned
@@ -6,10 +7,14 @@ embedding model (dense cosine), and the base model's top `retrieval.rerank_candi
 by the trained cross-encoder vs by the configured reranker (`retrieval.reranker`; vs no reranking
 when that is `none`). recall@5 and nDCG@10 (ranx) per question, their means with bootstrap
 intervals, and each system's paired difference to what it would replace, with its interval.
+This is a stand-in for the live retriever, which ranks chunks (hybrid dense + BM25) and reranks
+chunk texts before grouping them into sections: here both models rank whole sections the same
+way, so the difference is the model's.
 
 Promotion rule, "only if better": a model is promoted when, on the held-out split, the interval
-of its nDCG@10 difference lies wholly above zero, and on no question set is either metric's
-difference interval wholly below zero. A promoted model is registered in the MLflow registry
+of its nDCG@10 difference lies wholly above zero (with at least finetune.min_held_out held-out
+questions), and on no question set is either metric's difference interval wholly below zero. A
+promoted model is registered in the MLflow registry
 with the alias @champion; one that is not better is only reported.
 """
 from __future__ import annotations
@@ -30,7 +35,7 @@ from lakerag.models import load_sentence_model, model_path
 from lakerag.settings import EvaluationSettings, Settings
 
 log = logging.getLogger(__name__)
-HELD_OUT, FAQ = "generated", "debian-faq"
+HELD_OUT, FAQ = "generated", "debian-faq"  # the question sets of eval_jobs.EVAL_SETS
 METRIC_CUTOFFS = {"recall@5": ("recall@k", 5), "ndcg@10": ("ndcg@k", 10)}
 PRIMARY = "ndcg@10"
 BASE, TUNED, RERANKED = "base embedding", "fine-tuned embedding", "base + trained reranker"
@@ -105,10 +110,13 @@ def comparison_table(scores: dict[str, pd.DataFrame], config: EvaluationSettings
     return pd.DataFrame(rows)
 
 
-def verdict(tables: dict[str, pd.DataFrame], system: str) -> tuple[bool, str]:
-    """The promotion rule for `system` over the comparison tables of each question set -> (better, why)."""
-    if HELD_OUT not in tables:
-        return False, "no held-out questions: cannot tell"
+def verdict(tables: dict[str, pd.DataFrame], system: str, questions: dict[str, int],
+            min_held_out: int) -> tuple[bool, str]:
+    """The promotion rule for `system` over the comparison tables of each question set (with their
+    question counts) -> (better, why)."""
+    if questions.get(HELD_OUT, 0) < min_held_out:
+        return False, (f"cannot tell: {questions.get(HELD_OUT, 0)} held-out questions, fewer than "
+                       f"finetune.min_held_out={min_held_out}")
     rows = {(name, r.metric): r for name, table in tables.items()
             for r in table[table["system"] == system].itertuples(index=False)}
     primary = rows[(HELD_OUT, PRIMARY)]
@@ -125,7 +133,7 @@ def verdict(tables: dict[str, pd.DataFrame], system: str) -> tuple[bool, str]:
 
 def table_lines(table: pd.DataFrame) -> list[str]:
     """A comparison table as aligned text lines, for printing."""
-    lines = [f"  {'system':27} {'metric':9} {'mean [95% interval]':22} difference [95% interval] vs"]
+    lines = [f"  {'system':27} {'metric':9} {'mean [interval]':22} paired difference [interval] vs"]
     for r in table.itertuples(index=False):
         change = "" if r.system == BASE else f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}] vs {r.versus}"
         lines.append(f"  {r.system:27} {r.metric:9} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]   {change}")
@@ -133,15 +141,23 @@ def table_lines(table: pd.DataFrame) -> list[str]:
 
 
 def finetune_run(experiment_id: str, run_id: str | None):
-    """The given fine-tuning run, or the newest one in the experiment."""
+    """The given fine-tuning run, or the newest finished one in the experiment."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     if run_id:
-        return mlflow.get_run(run_id)
-    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'finetune'",
-                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        try:
+            run = mlflow.get_run(run_id)
+        except MlflowException as err:
+            raise NoFinetuneRun(f"no MLflow run {run_id!r}: {err.message}") from None
+        if run.data.tags.get(TAG_KIND) != "finetune" or run.info.status != "FINISHED":
+            raise NoFinetuneRun(f"run {run_id} is not a finished `lakerag finetune-embeddings` run")
+        return run
+    runs = mlflow.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                              filter_string=f"tags.`{TAG_KIND}` = 'finetune' and attributes.status = 'FINISHED'",
+                              output_format="list")
     if not runs:
-        raise NoFinetuneRun("no fine-tuning run in this experiment: run `lakerag finetune-embeddings` first")
+        raise NoFinetuneRun("no finished fine-tuning run in this experiment: run `lakerag finetune-embeddings` first")
     return runs[0]
 
 
@@ -154,7 +170,7 @@ def register(name: str, run_id: str, artifact: str, description: str) -> str:
     try:
         client.create_registered_model(name)
     except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
     version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id,
                                           description=description)
@@ -173,6 +189,7 @@ class ComparisonReport:
     questions: dict[str, int]
     verdicts: dict[str, tuple[bool, str]]
     registered: dict[str, str] = field(default_factory=dict)  # system -> registered version
+    skipped: dict[str, str] = field(default_factory=dict)  # system -> why a better model was not registered
 
 
 def configured_reranking(settings: Settings, queries: list[str], rankings: list[list[str]],
@@ -224,27 +241,37 @@ def evaluate_finetuned(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
     """Compare a fine-tuning run's models with the base on both question sets, log the comparison to
     MLflow and register each model that the rule calls better under registered_names[system]."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from lakerag.eval_jobs import EVAL_SETS, NoQuestions, load_questions
 
     trained = finetune_run(experiment_id, run_id)
+    if trained.data.params.get("base_embedding", settings.models.embedding) != settings.models.embedding:
+        log.warning("run %s fine-tuned %s; it is compared with models.embedding=%s, the model in use now",
+                    trained.info.run_id, trained.data.params["base_embedding"], settings.models.embedding)
     questions = {name: load_questions(spark, lakehouse, name, settings.evaluation.max_questions) for name in EVAL_SETS}
     questions = {name: frame for name, frame in questions.items() if not frame.empty}
     if HELD_OUT not in questions:
         raise NoQuestions("the generated test split is empty: the held-out questions decide promotion; run "
                           "`lakerag generate-eval-set`")
+    counts = {name: len(frame) for name, frame in questions.items()}
     sections = pd.read_parquet(Path(index_folder) / "sections.parquet", columns=["section_id", "text"])
     with tempfile.TemporaryDirectory(prefix="lakerag-finetuned-") as scratch:
-        folders = {system: mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path=artifact,
-                                                               dst_path=scratch)
-                   for system, artifact in ARTIFACT.items()}
+        try:
+            folders = {system: mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path=artifact,
+                                                                   dst_path=scratch)
+                       for system, artifact in ARTIFACT.items()}
+        except MlflowException as err:
+            raise NoFinetuneRun(f"run {trained.info.run_id} lacks its model artifacts: {err.message}") from None
         tables = compare_systems(questions, sections, folders[TUNED], folders[RERANKED], settings)
-    verdicts = {system: verdict(tables, system) for system in ARTIFACT}
+    verdicts = {system: verdict(tables, system, counts, settings.finetune.min_held_out) for system in ARTIFACT}
+    report = ComparisonReport(trained.info.run_id, trained.data.params.get("output", ""), "", tables, counts, verdicts)
     with mlflow.start_run(run_name="evaluate-finetuned") as run:
+        report.run_id = run.info.run_id
         mlflow.set_tags({TAG_KIND: "finetune-evaluation", "lakerag.finetune_run": trained.info.run_id,
                          **{f"lakerag.verdict.{ARTIFACT[s]}": why for s, (_, why) in verdicts.items()}})
         mlflow.log_params({"base_embedding": settings.models.embedding, "index": str(index_folder),
-                           **{f"questions_{name}": len(frame) for name, frame in questions.items()}})
+                           **{f"questions_{name}": count for name, count in counts.items()}})
         for name, table in tables.items():
             mlflow.log_table(table, f"comparison_{name}.json")
             for r in table.itertuples(index=False):
@@ -252,10 +279,17 @@ def evaluate_finetuned(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
                 values = {"mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high, "delta": r.delta,
                           "delta_ci_low": r.delta_low, "delta_ci_high": r.delta_high}
                 mlflow.log_metrics({f"{key}_{v}": x for v, x in values.items() if not np.isnan(x)})
-    report = ComparisonReport(trained.info.run_id, trained.data.params.get("output", ""), run.info.run_id, tables,
-                              {name: len(frame) for name, frame in questions.items()}, verdicts)
-    for system, (better, why) in verdicts.items():
-        if better:
+        for system, (better, why) in verdicts.items():
+            if not better:
+                continue
+            if mlflow.get_registry_uri().startswith("databricks-uc"):
+                # Unity Catalog registers only MLflow models with a signature; these are plain folders
+                report.skipped[system] = ("not registered: Unity Catalog needs an MLflow model with a signature, "
+                                          f"and this is a folder (artifact {ARTIFACT[system]} of run {trained.info.run_id})")
+                mlflow.set_tag(f"lakerag.registered.{ARTIFACT[system]}", report.skipped[system])
+                continue
             report.registered[system] = register(registered_names[system], trained.info.run_id, ARTIFACT[system],
                                                  f"{system} from fine-tuning run {trained.info.run_id}; {why}")
+            mlflow.set_tag(f"lakerag.registered.{ARTIFACT[system]}",
+                           f"{registered_names[system]} version {report.registered[system]}")
     return report

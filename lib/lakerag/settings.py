@@ -371,10 +371,15 @@ class FinetuneSettings:
     # Tokens of question + section the cross-encoder reads, in training and (saved with it) when
     # reranking; MiniLM would read 512, and attention cost grows with the square of the length.
     reranker_max_length: int = 256
+    # `lakerag evaluate-finetuned` promotes nothing on fewer held-out (test split) questions: with
+    # a handful, a bootstrap interval can lie above zero by chance (one question gives a zero-width one).
+    min_held_out: int = 20
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.min_pairs) < 1 or self.hard_negatives < 0:
             raise SettingsError("finetune: epochs, batch_size and min_pairs must be at least 1, hard_negatives >= 0")
+        if self.reranker_max_length < 32 or self.min_held_out < 2:
+            raise SettingsError("finetune: reranker_max_length must be at least 32 and min_held_out at least 2")
 
 
 @dataclass(frozen=True)
