@@ -19,9 +19,11 @@ Prints recall@5 and nDCG@10 (ranx) with 95% bootstrap intervals, each system's p
 configured one; the verdicts and the training time; writes bench/results/finetune.json.
 
     .venv/bin/python bench/finetune.py
+    .venv/bin/python bench/finetune.py --set finetune.epochs=3 --result finetune-3-epochs
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from lakerag.finetune import run_finetune  # noqa: E402
 from lakerag.finetune_eval import RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
 from lakerag.gold import run_gold  # noqa: E402
 from lakerag.index import build_index  # noqa: E402
-from lakerag.settings import Settings  # noqa: E402
+from lakerag.settings import load_settings  # noqa: E402
 from lakerag.tables import EVAL_QUESTIONS, SILVER_DOCUMENTS, SILVER_SECTIONS  # noqa: E402
 from lakerag.tracking import configure_mlflow, use_experiment  # noqa: E402
 
@@ -63,7 +65,12 @@ def question_rows(pairs: pd.DataFrame, doc_of: dict[str, str], split: str) -> li
 
 
 def main() -> int:
-    settings = Settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="settings override, e.g. finetune.epochs=3 (repeatable; default: conf defaults)")
+    parser.add_argument("--result", default="finetune", help="name of the bench/results/<name>.json to write")
+    args = parser.parse_args()
+    settings = load_settings(None, args.overrides)
     with tempfile.TemporaryDirectory() as scratch, silver_lakehouse(Path(scratch), settings) as (spark, lakehouse):
         run_gold(spark, lakehouse, settings)
         index = build_index(spark, lakehouse, settings, Path(scratch) / "indexes").folder
@@ -95,9 +102,9 @@ def main() -> int:
     print()
     for system, (better, why) in comparison.verdicts.items():
         print(f"{system}: {'promoted' if better else 'not promoted'}; {why}")
-    write_result("finetune", {"pairs": report.pairs, "held_out": len(held_out), **report.metrics,
-                              "comparison_seconds": compare_seconds, "questions": comparison.questions,
-                              "results": results, "verdicts": comparison.verdicts})
+    write_result(args.result, {"overrides": args.overrides, "pairs": report.pairs, "held_out": len(held_out),
+                               **report.metrics, "comparison_seconds": compare_seconds,
+                               "questions": comparison.questions, "results": results, "verdicts": comparison.verdicts})
     return 0
 
 
