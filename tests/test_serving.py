@@ -1,4 +1,4 @@
-"""The registered chain end to end with the packaged Qwen2.5-Coder-0.5B on the corpus index:
+"""The registered chain end to end with the packaged Qwen2.5-Coder-0.5B (llama.cpp) on the corpus index:
 register + alias, a fresh process loading it by alias, a two-turn conversation, the REST
 endpoint over real HTTP, the batch serving job and the evaluation job."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lakerag.batch import run_batch
 from lakerag.eval_jobs import run_evaluation
 from lakerag.registry import register_chain
 from lakerag.retriever import Retriever
-from lakerag.settings import ChainSettings, Settings
+from lakerag.settings import ChainSettings, LLMSettings, Settings
 from lakerag.loadtest import healthy
 from lakerag.tables import SERVING_ANSWERS, SERVING_FEEDBACK, SERVING_QUESTIONS
 from lakerag.tracking import configure_mlflow, use_experiment
@@ -31,7 +31,9 @@ from tests.conftest import http_call
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = Settings(chain=dataclasses.replace(ChainSettings(), max_new_tokens=48))  # short answers: CPU time
+# the 0.5B model and short answers: CPU time (the default 1.5B answers in test_injection)
+SETTINGS = Settings(llm=LLMSettings(model="qwen2.5-coder-0.5b-instruct"),
+                    chain=dataclasses.replace(ChainSettings(), max_new_tokens=48))
 QUESTION = "What is the format of a Debian binary package?"
 SECTION = "Basics of the Debian package management system > What is the format of a Debian binary package?"
 MODEL = "models:/lakerag_chain@challenger"
@@ -51,11 +53,18 @@ def test_register_logs_index_and_code_and_sets_the_alias(registered):
     uri, done, _ = registered
     mlflow.set_tracking_uri(uri)
     assert str(MlflowClient().get_model_version_by_alias("lakerag_chain", "challenger").version) == done.version == "1"
-    assert done.check["answer"] and done.check["citations"][0]["section"] == SECTION
+    assert cites_the_section(done.check)
     local = Path(mlflow.artifacts.download_artifacts(done.model_uri))
     assert len(list((local / "artifacts").glob("*/manifest.json"))) == 1  # the index folder
     assert (local / "code" / "lakerag" / "chain.py").is_file() and (local / "chain_model.py").is_file()
     assert (local / "input_example.json").is_file()
+
+
+def cites_the_section(answer: dict) -> bool:
+    """The answer is not an abstention and a verified citation quotes SECTION on its pages."""
+    cited = [c for c in answer["citations"] if c["section"] == SECTION]
+    return not answer["abstained"] and bool(cited) and all(
+        cited[0]["page_start"] <= q["page"] <= cited[0]["page_end"] for q in cited[0]["quotes"])
 
 
 FRESH = """
@@ -78,10 +87,9 @@ def test_a_fresh_process_loads_the_model_by_alias_and_cites_the_right_page(regis
     out = json.loads(result.stdout.strip().splitlines()[-1])
     # the code and the index come from the logged model, not from this checkout
     assert str(root) in out["lakerag_file"] and str(root) in out["index_folder"]
-    assert out["answer"]
-    top = out["citations"][0]
-    assert (top["file_name"], top["section"]) == ("debian-faq.pdf", SECTION)
-    assert top["page_start"] <= 35 <= top["page_end"]
+    assert cites_the_section(out)
+    [top] = [c for c in out["citations"] if c["section"] == SECTION]
+    assert top["file_name"] == "debian-faq.pdf" and top["page"] in (35, 36)
 
 
 def test_a_follow_up_retrieves_the_section_the_first_turn_made_it_about(registered, corpus_index):
@@ -145,7 +153,7 @@ def test_endpoint_answers_a_chat_request_with_citations(server):
         {"messages": [{"role": "user", "content": QUESTION}], "filters": ["file=debian-faq.pdf"]}).encode())
     assert status == 200, body
     [answer] = body["predictions"]
-    assert answer["answer"] and answer["citations"][0]["section"] == SECTION
+    assert cites_the_section(answer)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +185,7 @@ def test_batch_job_answers_each_question_once_and_records_failures(spark, lakeho
     report = run_batch(spark, lakehouse, MODEL)
     assert (report.model_version, report.answered, report.failed, report.skipped) == ("1", 1, 1, 0)
     rows = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
-    assert rows["q1"].answer and rows["q1"].citations[0].section == SECTION and rows["q1"].error is None
+    assert rows["q1"].answer and SECTION in [c.section for c in rows["q1"].citations] and rows["q1"].error is None
     assert rows["q1"].latency_s > 0 and rows["q1"].model_uri == MODEL
     assert rows["q2"].answer is None and "expected KEY=VALUE" in rows["q2"].error
 
@@ -224,7 +232,7 @@ def test_mlflow_models_serve_answers_with_the_same_logged_model(registered, tmp_
             {"dataframe_records": [{"messages": [{"role": "user", "content": QUESTION}]}]}).encode())
         assert status == 200, body
         [answer] = body["predictions"]
-        assert answer["answer"] and answer["citations"][0]["section"] == SECTION
+        assert cites_the_section(answer)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -252,8 +260,9 @@ def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_i
         citation = answer.locator(".citation a").first
         expect(citation).to_contain_text("debian-faq.pdf")
         expect(citation).to_contain_text(SECTION)
-        href = citation.get_attribute("href")
-        assert href.startswith("/documents/") and href.endswith(".pdf#page=35"), href
+        href = citation.get_attribute("href")  # opens the PDF at the quoted span's page
+        assert href.startswith("/documents/") and href.rsplit("#page=", 1)[1] in ("35", "36"), href
+        expect(answer.locator(".citation .quote").first).not_to_be_empty()
         pdf = page.request.get(base + href.split("#")[0])
         assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
         assert pdf.body().startswith(b"%PDF")

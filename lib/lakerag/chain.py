@@ -1,10 +1,13 @@
-"""The RAG chain: chat messages in -> standalone query -> retrieval -> prompt -> LLM -> answer
-with citations, contexts and token usage out. Plain Python: the MLflow model, the REST
-endpoint and the batch job all wrap `RagChain.answer`.
+"""The RAG chain: chat messages in -> standalone query -> retrieval -> passages within a token
+budget -> prompt -> LLM (streamed) -> every sentence checked against the sources -> answer with
+verified citations, contexts and token usage out. Plain Python: the MLflow model, the REST
+endpoint and the batch job all wrap `RagChain.stream` / `RagChain.answer`.
 
-Retrieved sections enter the prompt as numbered, quoted blocks, and the system prompt says they
-are data, not instructions. Nothing about a conversation is stored: the client sends the history
-with every request, and the chain keeps only what `chain.history_tokens` allows.
+Retrieved passages enter the prompt as numbered, quoted blocks, and the system prompt says they
+are data, not instructions. The chain abstains (says it does not know and lists the closest
+sources) when retrieval finds nothing close enough or no answer sentence is supported. Nothing
+about a conversation is stored: the client sends the history with every request, and the chain
+keeps only what `chain.history_tokens` allows.
 """
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
-from lakerag.llm import LLM, MalformedOutput, Messages, json_in
+from lakerag.citations import SentenceVerdict, cited_answer, source_sentences, verify
+from lakerag.llm import LLM, Completion, MalformedOutput, Messages, json_in
 from lakerag.retriever import Filters, Hit, Retriever
 from lakerag.settings import ChainSettings
 
 ROLES = ("system", "user", "assistant")
 QUOTE = '"""'
+DECOMPOSE_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 300},
+                    "minItems": 1, "maxItems": 5}
 
 
 class BadRequest(ValueError):
@@ -87,20 +93,88 @@ def screen_instructions(text: str, patterns: tuple[str, ...]) -> tuple[str, int]
     return SENTENCE.sub(screen, text), removed
 
 
-def source_block(number: int, hit: Hit, max_chars: int) -> str:
-    """One numbered, quoted source for the prompt."""
-    text = hit.section_text if len(hit.section_text) <= max_chars else hit.section_text[:max_chars] + " ..."
-    return f"[{number}] {hit.citation()}\n{QUOTE}\n{quote(text)}\n{QUOTE}"
+@dataclass
+class Passage:
+    """What the prompt shows of one retrieved section: some of its paragraphs, with their pages."""
+
+    number: int  # the source's number in the prompt
+    hit: Hit
+    paragraphs: list[tuple[int, str, int]]  # (position in the section, text, page), in order
+
+    def text(self) -> str:
+        """The paragraphs in document order (a contiguous run: they grow outward from the match)."""
+        return "\n\n".join(text for _, text, _ in self.paragraphs)
+
+    def block(self) -> str:
+        """The numbered, quoted source block of the prompt, headed by file, page and section title
+        (the full citation is for readers: it would cost the model 30 tokens a source to read)."""
+        pages = f"p. {self.hit.page_start}" + (f"-{self.hit.page_end}" if self.hit.page_end != self.hit.page_start else "")
+        title = self.hit.heading_path[-1] if self.hit.heading_path else self.hit.title
+        return f"[{self.number}] {self.hit.file_name}, {pages}: {title}\n{QUOTE}\n{quote(self.text())}\n{QUOTE}"
 
 
-def cited_numbers(answer: str, sources: int) -> list[int]:
-    """Source numbers the answer cites as [n] (also [1, 2] and [1][2]), in order, no repeats."""
-    found: list[int] = []
-    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
-        for number in (int(n) for n in group.split(",")):
-            if 1 <= number <= sources and number not in found:
-                found.append(number)
-    return found
+def section_paragraphs(hit: Hit) -> list[tuple[str, int]]:
+    """(paragraph, page) of the hit's section; the section's first page where pages are unknown."""
+    paragraphs = [p for p in hit.section_text.split("\n\n")]
+    pages = hit.paragraph_pages if len(hit.paragraph_pages) == len(paragraphs) else [hit.page_start] * len(paragraphs)
+    return list(zip(paragraphs, pages))
+
+
+def anchor_paragraph(hit: Hit, paragraphs: list[tuple[str, int]]) -> int:
+    """The paragraph where the matching chunk starts (the first one when a summary matched)."""
+    if hit.kind != "chunk":
+        return 0
+    head = " ".join(hit.text.split()[:12])
+    for position, (paragraph, _) in enumerate(paragraphs):
+        if head and head in " ".join(paragraph.split()):
+            return position
+    return 0
+
+
+def fitting_sentences(text: str, budget: int, count_tokens) -> str:
+    """The leading sentences of `text` that fit in `budget` tokens ("" when none does)."""
+    kept = ""
+    for match in SENTENCE.finditer(text):
+        candidate = text[: match.end()]
+        if count_tokens(candidate) > budget:
+            break
+        kept = candidate
+    return kept.strip()
+
+
+def select_passages(hits: list[Hit], budget: int, count_tokens) -> list[Passage]:
+    """Fill `budget` tokens with the hits' best paragraphs: each hit's matching paragraph first
+    (best hit first), then their neighbours, nearest first, round by round. A hit whose first
+    paragraph does not fit gets its leading sentences that do; hits that get nothing are left out."""
+    plans = []
+    for hit in hits:
+        paragraphs = section_paragraphs(hit)
+        anchor = anchor_paragraph(hit, paragraphs)
+        order = [anchor] + [p for step in range(1, len(paragraphs))
+                            for p in (anchor + step, anchor - step) if 0 <= p < len(paragraphs)]
+        plans.append({"paragraphs": paragraphs, "order": order, "chosen": {}})
+    active = [i for i, plan in enumerate(plans) if plan["order"]]
+    while active and budget > 0:
+        for i in list(active):
+            plan = plans[i]
+            position = plan["order"].pop(0)
+            text, page = plan["paragraphs"][position]
+            cost = count_tokens(text)
+            if cost > budget:
+                text = fitting_sentences(text, budget, count_tokens) if not plan["chosen"] else ""
+                cost = count_tokens(text) if text else 0
+                plan["order"] = []  # this section's share ends here
+            if text.strip():
+                plan["chosen"][position] = (text, page)
+                budget -= cost
+            if not plan["order"]:
+                active.remove(i)
+    passages = []
+    for hit, plan in zip(hits, plans):
+        if plan["chosen"]:
+            paragraphs = [(position, *plan["chosen"][position]) for position in sorted(plan["chosen"])]
+            passages.append(Passage(len(passages) + 1, hit, paragraphs))
+    return passages
 
 
 def citation_record(number: int, hit: Hit) -> dict[str, Any]:
@@ -108,6 +182,19 @@ def citation_record(number: int, hit: Hit) -> dict[str, Any]:
     return {"source": number, "title": hit.title, "file_name": hit.file_name, "doc_id": hit.doc_id,
             "section_id": hit.section_id, "section": " > ".join(hit.heading_path),
             "page_start": hit.page_start, "page_end": hit.page_end, "citation": hit.citation()}
+
+
+def verified_citations(passages: list[Passage], verdicts: list[SentenceVerdict]) -> list[dict[str, Any]]:
+    """One record per source that supports a sentence, in source order: where it is, the page and
+    quoted span of each sentence it supports."""
+    quotes: dict[int, list[dict[str, Any]]] = {}
+    for verdict in verdicts:
+        if verdict.supported:
+            quotes.setdefault(verdict.source, [])
+            if all(q["quote"] != verdict.quote for q in quotes[verdict.source]):
+                quotes[verdict.source].append({"page": verdict.page, "quote": verdict.quote})
+    return [citation_record(p.number, p.hit) | {"page": quotes[p.number][0]["page"], "quotes": quotes[p.number]}
+            for p in passages if p.number in quotes]
 
 
 def transcript(messages: Messages) -> str:
@@ -148,9 +235,8 @@ class RagChain:
         self.retriever, self.llm, self.settings = retriever, llm, settings
 
     def count_tokens(self, text: str) -> int:
-        """Tokens by the LLM's tokenizer when it has one, else about four characters a token."""
-        tokenizer = getattr(self.llm, "tokenizer", None)
-        return len(tokenizer.encode(text)) if tokenizer is not None else len(text) // 4 + 1
+        """Tokens by the LLM's tokenizer (an estimate for remote backends)."""
+        return self.llm.count_tokens(text)
 
     def standalone_query(self, history: Messages, question: str, usage: Usage, summary: str = "") -> str:
         """The question rewritten to stand alone given the recent turns and the summary of older
@@ -178,14 +264,16 @@ class RagChain:
         prompt = self.settings.memory_prompt.format(history=transcript(older))
         return kept, usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=120))
 
-    def prompt(self, question: str, hits: list[Hit], recent: Messages, summary: str) -> Messages:
-        """System prompt (+ summary of older turns), recent turns, then sources and the question."""
-        system = self.settings.system_prompt
+    def prompt(self, question: str, passages: list[Passage], recent: Messages, summary: str) -> Messages:
+        """The fixed system prompt first (so llama.cpp's prompt cache reuses it), then the summary
+        of older turns, recent turns, the sources and the question."""
+        messages = [{"role": "system", "content": self.settings.system_prompt}]
         if summary:
-            system += f"\n\nEarlier in this conversation: {summary}"
-        sources = "\n\n".join(source_block(n, hit, self.settings.max_source_chars) for n, hit in enumerate(hits, 1))
+            messages.append({"role": "user", "content": f"Earlier in this conversation: {summary}"})
+            messages.append({"role": "assistant", "content": "Noted."})
+        sources = "\n\n".join(passage.block() for passage in passages)
         user = self.settings.user_prompt.format(sources=sources or "(no sources found)", question=question)
-        return [{"role": "system", "content": system}, *recent, {"role": "user", "content": user}]
+        return [*messages, *recent, {"role": "user", "content": user}]
 
     def screen(self, hit: Hit) -> tuple[Hit, int]:
         """A hit with instruction-like sentences screened out of everything of it the prompt
@@ -213,7 +301,8 @@ class RagChain:
         """Sub-questions to look up (at most chain.max_steps); the question itself when the model
         gives no usable list."""
         prompt = self.settings.decompose_prompt.format(question=question, max_steps=self.settings.max_steps)
-        reply = usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=160))
+        reply = usage.add(self.llm.chat([{"role": "user", "content": prompt}], max_tokens=160,
+                                        schema=DECOMPOSE_SCHEMA))
         try:
             steps = [s.strip() for s in json_in(reply, list) if isinstance(s, str) and s.strip()]
         except MalformedOutput:
@@ -246,38 +335,74 @@ class RagChain:
         steps = [{"question": q, "section_ids": [h.section_id for h in step_hits]} for q, step_hits in zip(questions, found)]
         return hits, steps
 
-    def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
-        """Chat messages (last one the user's question) -> answer, citations, contexts, usage."""
+    def stream(self, messages: Any, filters: Filters = Filters()) -> Iterator[dict[str, Any]]:
+        """Chat messages (last one the user's question) -> {"delta": text} events while the LLM
+        writes, then one {"result": answer} event: the checked answer, verified citations,
+        sentences with their verdicts, contexts, usage."""
         started = time.perf_counter()
         messages = validate_messages(messages, self.settings)
         question = messages[-1]["content"]
         # Client-sent system messages are not trusted as instructions: only our prompt is.
         history = [m for m in messages[:-1] if m["role"] != "system"]
         usage = Usage()
+        first_token_s = None
         with self.span("rag chain", "CHAIN", {"messages": messages}) as root:
             # Memory first: the rewrite then sees only the turns that fit history_tokens.
             recent, summary = self.memory(history, usage)
             query = self.standalone_query(recent, question, usage, summary)
             hits, steps = self.retrieve(query, filters, usage)
             hits, screened = zip(*(self.screen(hit) for hit in hits)) if hits else ((), ())
-            with self.span("answer", "LLM", {"question": question, "sources": len(hits)}) as span:
-                answer = usage.add(self.llm.chat(self.prompt(question, hits, recent, summary),
-                                                 max_tokens=self.settings.max_new_tokens))
-                span.set_outputs({"answer": answer})
-            root.set_outputs({"answer": answer})
-        cited = cited_numbers(answer, len(hits))
-        # A model that cites nothing still answered from all the sources it was given.
-        used = cited or list(range(1, len(hits) + 1))
+            passages = select_passages(list(hits), self.settings.context_tokens, self.count_tokens)
+            draft, verdicts = "", []
+            # Nothing close enough: abstain without asking the LLM to invent from neighbours.
+            if passages and max(p.hit.relevance for p in passages) >= self.settings.min_relevance:
+                with self.span("answer", "LLM", {"question": question, "sources": len(passages)}) as span:
+                    for piece in self.llm.stream(self.prompt(question, passages, recent, summary),
+                                                 max_tokens=self.settings.max_new_tokens):
+                        if isinstance(piece, Completion):
+                            draft = usage.add(piece)
+                        else:
+                            if first_token_s is None:
+                                first_token_s = time.perf_counter() - started
+                            yield {"delta": piece}
+                    span.set_outputs({"answer": draft})
+                sentences = [s for p in passages for s in source_sentences(p.number, [(t, page) for _, t, page in p.paragraphs])]
+                verdicts = verify(draft, sentences, self.retriever.embed, self.settings.citations, len(passages))
+            result = self.result(question, query, draft, verdicts, passages, list(hits), list(screened), steps, usage)
+            root.set_outputs({"answer": result["answer"]})
+        result["first_token_s"] = round(first_token_s, 3) if first_token_s is not None else None
+        result["latency_s"] = round(time.perf_counter() - started, 3)
+        yield {"result": result}
+
+    def result(self, question: str, query: str, draft: str, verdicts: list[SentenceVerdict], passages: list[Passage],
+               hits: list[Hit], screened: list[int], steps: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+        """The answer record: the checked answer (or an abstention), citations, sentences, contexts."""
+        supported = [v for v in verdicts if v.supported]
+        abstained = not supported
+        removed = dict(zip((h.section_id for h in hits), screened))
         return {
-            "answer": answer,
-            "citations": [citation_record(n, hits[n - 1]) for n in used],
-            "cited_explicitly": bool(cited),
+            "answer": self.settings.abstain_answer if abstained else cited_answer(draft, verdicts),
+            "abstained": abstained,
+            "draft": draft,  # what the model wrote, before the check
+            "citations": [] if abstained else verified_citations(passages, verdicts),
+            # the closest sources, for a reader to look at when the chain abstains
+            "closest_sources": [citation_record(p.number, p.hit) for p in passages] if abstained else [],
+            "sentences": [v.record() for v in verdicts],
             "query": query,
-            "contexts": [{"source": n, "section_id": h.section_id, "section": " > ".join(h.heading_path),
-                          "chunk_id": h.chunk_id, "kind": h.kind, "score": h.score, "text": h.section_text,
-                          "instructions_removed": removed}
-                         for n, (h, removed) in enumerate(zip(hits, screened), 1)],
+            "retrieved": [h.section_id for h in hits],  # every retrieved section, best first
+            "contexts": [{"source": p.number, "section_id": p.hit.section_id, "file_name": p.hit.file_name,
+                          "section": " > ".join(p.hit.heading_path),
+                          "chunk_id": p.hit.chunk_id, "kind": p.hit.kind, "score": p.hit.score,
+                          "relevance": round(p.hit.relevance, 4), "text": p.text(),
+                          "instructions_removed": removed.get(p.hit.section_id, 0)}
+                         for p in passages],
             "steps": steps,
             "usage": usage.record(),
-            "latency_s": round(time.perf_counter() - started, 3),
         }
+
+    def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
+        """The whole answer at once (the last event of `stream`)."""
+        for event in self.stream(messages, filters):
+            if "result" in event:
+                return event["result"]
+        raise AssertionError("the stream ended without a result")

@@ -63,17 +63,27 @@ class RagChainModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None) -> list[dict[str, Any]]:
         """One answer (answer, citations, contexts, usage) per request row."""
-        from lakerag.chain import BadRequest
-        from lakerag.retriever import Filters
+        return [self.chain.answer(row["messages"], _filters(row)) for row in records(model_input)]
 
-        answers = []
-        for row in records(model_input):
-            try:
-                filters = Filters.parse(list(row["filters"]))
-            except ValueError as err:
-                raise BadRequest(str(err)) from err
-            answers.append(self.chain.answer(row["messages"], filters))
-        return answers
+    def predict_stream(self, context, model_input, params=None):
+        """One request row -> {"delta": text} events as the LLM writes, then {"result": answer}."""
+        rows = records(model_input)
+        if len(rows) != 1:
+            from lakerag.chain import BadRequest
+
+            raise BadRequest(f"a streamed request holds exactly one question, not {len(rows)}")
+        yield from self.chain.stream(rows[0]["messages"], _filters(rows[0]))
+
+
+def _filters(row: dict[str, Any]):
+    """The row's filter strings as Filters; raises BadRequest."""
+    from lakerag.chain import BadRequest
+    from lakerag.retriever import Filters
+
+    try:
+        return Filters.parse(list(row["filters"]))
+    except ValueError as err:
+        raise BadRequest(str(err)) from err
 
 
 set_model(RagChainModel())

@@ -225,12 +225,26 @@ def _register_chain(args: argparse.Namespace) -> int:
 
 
 def _print_answer(answer: dict) -> None:
+    """The checked answer, its unsupported sentences, and the verified citations with quotes."""
     print(f"answer: {answer['answer']}")
-    print("sources:" if answer["cited_explicitly"] else "sources (given to the model; it cited none by number):")
-    for citation in answer["citations"]:
-        print(f"  [{citation['source']}] {citation['citation']}")
+    claims = [s for s in answer["sentences"] if s["claim"]]
+    for sentence in claims:
+        if not sentence["supported"]:
+            print(f"  unsupported by the sources: {sentence['text']}")
+    if answer["abstained"]:
+        print("closest sources:" if answer["closest_sources"] else "no source was close enough")
+        for citation in answer["closest_sources"]:
+            print(f"  [{citation['source']}] {citation['citation']}")
+    else:
+        verified = sum(s["supported"] for s in claims)
+        print(f"sources ({verified} of {len(claims)} sentences verified against them):")
+        for citation in answer["citations"]:
+            print(f"  [{citation['source']}] {citation['citation']}")
+            for quoted in citation["quotes"]:
+                print(f"      p. {quoted['page']}: \"{quoted['quote']}\"")
     usage = answer["usage"]
-    print(f"({usage['prompt_tokens']} tokens in, {usage['completion_tokens']} out, {answer['latency_s']:.1f} s)")
+    first = f", first token {answer['first_token_s']:.1f} s" if answer.get("first_token_s") is not None else ""
+    print(f"({usage['prompt_tokens']} tokens in, {usage['completion_tokens']} out{first}, {answer['latency_s']:.1f} s)")
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -243,13 +257,23 @@ def _ask(args: argparse.Namespace) -> int:
     uri = _model_uri(args)
     log.info("loading %s", uri)
     model = load_chain(uri)
+    print(f"model: {uri}\nquestion: {args.question}")
     try:
-        [answer] = model.predict([{"messages": [{"role": "user", "content": args.question}],
-                                   "filters": args.filter}])
+        request = {"messages": [{"role": "user", "content": args.question}], "filters": args.filter}
+        streaming = False
+        for event in model.predict_stream(request):
+            if "delta" in event:
+                if not streaming:
+                    print("draft: ", end="")
+                    streaming = True
+                print(event["delta"], end="", flush=True)
+            else:
+                answer = event["result"]
     except BadRequest as err:
         print(f"lakerag ask: {err}", file=sys.stderr)
         return 2
-    print(f"model: {uri}\nquestion: {args.question}")
+    if streaming:
+        print("\n(checking each sentence against the sources)")
     _print_answer(answer)
     return 0
 

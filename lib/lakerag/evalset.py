@@ -41,6 +41,15 @@ from lakerag.tables import (
 log = logging.getLogger(__name__)
 
 
+def pairs_schema(styles: tuple) -> dict:
+    """The JSON schema of the generator's answer: one {style, question, answer} per style."""
+    item = {"type": "object", "properties": {"style": {"type": "string", "enum": list(styles)},
+                                             "question": {"type": "string", "minLength": 10, "maxLength": 300},
+                                             "answer": {"type": "string", "minLength": 10, "maxLength": 800}},
+            "required": ["style", "question", "answer"]}
+    return {"type": "array", "items": item, "minItems": 1, "maxItems": len(styles)}
+
+
 def parse_pairs(text: str, styles: tuple) -> list[dict[str, str]]:
     """Model output -> validated [{style, question, answer}]; raises MalformedOutput."""
     pairs = []
@@ -98,7 +107,7 @@ def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any]
     messages = generation_messages(config, section)
     for _ in range(2):
         try:
-            reply = llm.chat(messages, max_tokens=config.max_new_tokens)
+            reply = llm.chat(messages, max_tokens=config.max_new_tokens, schema=pairs_schema(config.styles))
         except LLMError as err:
             log.warning("section %s: backend failed: %s", section["section_id"], err)
             break

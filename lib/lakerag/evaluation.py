@@ -61,6 +61,23 @@ def citation_accuracy(citations: list[dict], source: dict[str, Any]) -> float:
     return float(np.mean(good))
 
 
+_FLAG = {"type": "boolean"}
+_TEXT = {"type": "string", "maxLength": 400}  # bounded: a grammar fixes the shape, not the length
+JUDGMENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer_claims": {"type": "array", "maxItems": 8, "items": {
+            "type": "object", "properties": {"claim": _TEXT, "in_contexts": _FLAG, "in_reference": _FLAG},
+            "required": ["claim", "in_contexts", "in_reference"]}},
+        "reference_statements": {"type": "array", "minItems": 1, "maxItems": 8, "items": {
+            "type": "object", "properties": {"statement": _TEXT, "in_contexts": _FLAG, "in_answer": _FLAG},
+            "required": ["statement", "in_contexts", "in_answer"]}},
+        "answer_questions": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 3},
+    },
+    "required": ["answer_claims", "reference_statements", "answer_questions"],
+}
+
+
 def parse_judgment(text: str) -> dict[str, Any]:
     """Judge output -> validated {answer_claims, reference_statements, answer_questions}."""
     data = json_in(text, dict)
@@ -119,7 +136,8 @@ class Judge:
             self.calls += 1
             try:
                 reply = self.llm.chat([{"role": "user", "content": prompt}],
-                                      max_tokens=self.config.judge_max_new_tokens, temperature=0.0)
+                                      max_tokens=self.config.judge_max_new_tokens, temperature=0.0,
+                                      schema=JUDGMENT_SCHEMA)
             except LLMError as err:
                 # the backend failed, not the judge: counted as NaN now, asked again next run
                 log.warning("judge call failed: %s", err)
@@ -198,7 +216,7 @@ def evaluate_chain(predict: Callable[[list[dict]], list[dict]], questions: pd.Da
     for row in questions.itertuples(index=False):
         [out] = predict([{"messages": [{"role": "user", "content": row.question}], "filters": []}])
         answers.append(out)
-        retrieved.append([c["section_id"] for c in out["contexts"]])
+        retrieved.append(out["retrieved"])
     table = questions.reset_index(drop=True).copy()
     table["answer"] = [a["answer"] for a in answers]
     table["retrieved"] = retrieved
@@ -213,7 +231,7 @@ def evaluate_chain(predict: Callable[[list[dict]], list[dict]], questions: pd.Da
                       else dict.fromkeys(JUDGED, float("nan")))
     table = pd.concat([table, pd.DataFrame(judged)], axis=1)
     # only citations the model made count: its fallback "all sources" list is not a citation
-    table["citation_accuracy"] = [citation_accuracy(a["citations"] if a.get("cited_explicitly") else [], row._asdict())
+    table["citation_accuracy"] = [citation_accuracy(a["citations"], row._asdict())
                                   for a, row in zip(answers, questions.itertuples(index=False))]
     return table
 

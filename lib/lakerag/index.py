@@ -2,7 +2,7 @@
 
 An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
 `dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
-summary, text, citation fields, tags), `sections.parquet` (full section text for parent expansion), optionally
+summary, text, citation fields, tags), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
@@ -38,7 +38,7 @@ from lakerag.tables import (
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
-INDEX_FORMAT = 2  # 2: summary rows (kind column)
+INDEX_FORMAT = 3  # 2: summary rows (kind column); 3: the page of each section paragraph
 MANIFEST = "manifest.json"
 
 
@@ -164,7 +164,8 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
             rerank = np.stack([np.asarray(by_id[c], dtype=np.float32) for c in chunks["chunk_id"]])
     sections = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
                 .filter(F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
-                .select("section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text")
+                .select("section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text",
+                        "paragraph_pages")
                 .toPandas())
     chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
     manifest = {

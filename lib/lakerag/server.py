@@ -4,7 +4,10 @@ GET /api/config, GET /api/documents (filters), GET /documents/<doc_id>.pdf (cite
 bronze), POST /api/feedback (rows in serving_feedback).
 
 Speaks MLflow's scoring protocol (`{"dataframe_records": [...]}`, `{"inputs": ...}`, answers as
-`{"predictions": [...]}`) and the plain chat shape `{"messages": [...], "filters": [...]}`.
+`{"predictions": [...]}`) and the plain chat shape `{"messages": [...], "filters": [...]}`. With
+`"stream": true` in a one-question request, the answer streams as server-sent events in the
+OpenAI chat-completion-chunk shape; the last chunk (finish_reason "stop") carries the checked
+answer, its citations and sentence verdicts as "result", then `data: [DONE]`.
 Bad requests get a 4xx with a message saying what to fix; a failure inside the chain is a 500
 for that request only. One answer is computed at a time (one LLM on the CPU), the others wait,
 up to chain.max_queued_requests; beyond that the endpoint answers 503 with Retry-After.
@@ -14,12 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from lakerag.chain import BadRequest, validate_messages
@@ -63,6 +69,34 @@ def request_rows(payload: Any, limits: ChainSettings) -> list[dict[str, Any]]:
             raise BadRequest(str(err)) from err
         clean.append({"messages": validate_messages(row["messages"], limits), "filters": filters})
     return clean
+
+
+def chunk_event(completion_id: str, model_uri: str, content: str | None, result: dict | None = None) -> str:
+    """One server-sent event in OpenAI's chat.completion.chunk shape: a piece of text, or (with
+    `result`) the last chunk, which carries the checked answer."""
+    chunk: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": model_uri,
+                             "choices": [{"index": 0, "delta": {} if content is None else {"content": content},
+                                          "finish_reason": None if result is None else "stop"}]}
+    if result is not None:
+        chunk["result"] = result
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def sse_events(model: Any, row: dict[str, Any], model_uri: str) -> Iterator[str]:
+    """The model's stream for one request row as server-sent events, ending with [DONE]; a
+    failure midway ends the stream with an error event."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        for event in model.predict_stream(row):
+            if "delta" in event:
+                yield chunk_event(completion_id, model_uri, event["delta"])
+            else:
+                yield chunk_event(completion_id, model_uri, None, event["result"])
+    except Exception as err:  # noqa: BLE001 - the status line is gone: report it in the stream
+        log.exception("streamed request failed")
+        yield f"data: {json.dumps({'error': {'message': f'the chain failed: {type(err).__name__}: {err}'}})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version: str | None = None,
@@ -141,7 +175,11 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
         if body is None:
             return too_large()
         try:
-            rows = request_rows(json.loads(body), limits)
+            payload = json.loads(body)
+            rows = request_rows(payload, limits)
+            stream = payload.get("stream", False)
+            if not isinstance(stream, bool) or (stream and len(rows) != 1):
+                raise BadRequest('"stream" is true or false, and a streamed request holds one question')
         except BadRequest as err:  # before ValueError, which it is: its message says what to fix
             return error(400, str(err))
         except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
@@ -157,6 +195,21 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
                 return model.predict(rows)
 
         admitted += 1
+        if stream:
+            def locked_events() -> Iterator[str]:
+                with one_at_a_time:
+                    yield from sse_events(model, rows[0], model_uri)
+
+            async def events():
+                nonlocal admitted
+                try:
+                    async for event in iterate_in_threadpool(locked_events()):
+                        yield event
+                finally:
+                    admitted -= 1
+
+            return StreamingResponse(events(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             predictions = await run_in_threadpool(answer)
         except BadRequest as err:

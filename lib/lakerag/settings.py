@@ -165,17 +165,20 @@ class SummarySettings:
                                 f"{list(CHUNK_STRATEGIES)}")
 
 
-LLM_BACKENDS = ("local", "openai", "databricks")
+LLM_BACKENDS = ("llamacpp", "transformers", "openai", "databricks")
 
 
 @dataclass(frozen=True)
 class LLMSettings:
     """Which language model answers, and how."""
 
-    backend: str = "local"  # local (transformers) | openai (any compatible HTTP endpoint) | databricks
-    # local: a packaged model (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a .gguf file
-    # or a Hugging Face model folder; openai: the model name; databricks: the serving endpoint.
-    model: str = "qwen2.5-coder-0.5b-instruct"
+    # llamacpp (a GGUF run quantised by llama.cpp) | transformers (a Hugging Face folder, or a
+    # GGUF dequantised to fp32) | openai (any compatible HTTP endpoint) | databricks
+    backend: str = "llamacpp"
+    # llamacpp/transformers: a packaged model (qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct,
+    # smollm2-135m-instruct), a .gguf file or (transformers) a model folder; openai: the model
+    # name; databricks: the serving endpoint.
+    model: str = "qwen2.5-coder-1.5b-instruct"
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy decoding, reproducible
     seed: int = 0  # used when temperature > 0
@@ -184,10 +187,20 @@ class LLMSettings:
     timeout_s: float = 60.0
     max_retries: int = 4  # for 429, 5xx and connection errors, with exponential backoff
     backoff_s: float = 1.0
+    # llamacpp: inference threads, 0 = the cores that are free when the model loads (llama.cpp's
+    # threads spin: a thread on a busy core slows every token down).
+    threads: int = 0
+    context_window: int = 4096  # llamacpp: tokens of prompt + answer the model holds
+    draft_model: str = ""  # llamacpp: a smaller GGUF of the same family for speculative decoding
 
     def __post_init__(self) -> None:
+        if self.backend == "local":
+            raise SettingsError("llm.backend: 'local' was split in two: use llamacpp for a .gguf file "
+                                "(quantised, fast) or transformers for a Hugging Face model folder")
         if self.backend not in LLM_BACKENDS:
             raise SettingsError(f"llm.backend: {self.backend!r} must be one of {list(LLM_BACKENDS)}")
+        if self.threads < 0 or self.context_window < 512:
+            raise SettingsError("llm.threads must be 0 (free cores) or more and llm.context_window at least 512")
         if self.backend == "openai" and not self.base_url:
             raise SettingsError("llm.backend: openai needs llm.base_url (e.g. http://localhost:8000/v1)")
 
@@ -227,6 +240,20 @@ CHAIN_MEMORY_PROMPT = (
     "Summarise this conversation in two or three sentences, keeping the topics, names and facts:\n{history}"
 )
 MEMORY_MODES = ("window", "summary")
+ABSTAIN_ANSWER = "I do not know: the documents I searched do not answer this question."
+
+
+@dataclass(frozen=True)
+class CitationSettings:
+    """When a source sentence supports an answer sentence (see lakerag.citations)."""
+
+    min_similarity: float = 0.6  # cosine of the two sentences by the index's embedding model
+    min_overlap: float = 0.5  # share of the answer sentence's content words in the source sentence (+ neighbours)
+    min_claim_words: int = 3  # shorter sentences ("Yes.") are not checked
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.min_similarity <= 1 and 0 <= self.min_overlap <= 1) or self.min_claim_words < 1:
+            raise SettingsError("chain.citations: min_similarity and min_overlap lie in [0, 1], min_claim_words >= 1")
 
 
 @dataclass(frozen=True)
@@ -236,8 +263,16 @@ class ChainSettings:
     k: int = 4  # sections put into the prompt
     mode: str = "hybrid"  # dense | bm25 | hybrid
     rerank: bool = True  # apply retrieval.reranker
-    max_source_chars: int = 1500  # each section is cut to this many characters in the prompt
+    # Source text in the prompt, in the LLM's tokens: each retrieved section's matching passage
+    # first, then its neighbouring paragraphs, best sections first (the prompt is the 1.5B
+    # model's main cost: it reads about 50 tokens a second on 2 cores).
+    context_tokens: int = 300
     max_new_tokens: int = 200
+    # Abstain without asking the LLM when no retrieved passage is at least this close to the
+    # question (cosine by the index's embedding model), and when no answer sentence is supported.
+    min_relevance: float = 0.35
+    abstain_answer: str = ABSTAIN_ANSWER
+    citations: CitationSettings = field(default_factory=CitationSettings)
     system_prompt: str = CHAIN_SYSTEM_PROMPT
     user_prompt: str = CHAIN_USER_PROMPT  # {sources} (numbered, quoted) and {question} are filled in
     # Follow-up questions are rewritten into standalone queries for retrieval using the history.
@@ -272,6 +307,8 @@ class ChainSettings:
     def __post_init__(self) -> None:
         if self.k < 0:
             raise SettingsError("chain.k must be 0 or more")
+        if self.context_tokens < 50:
+            raise SettingsError("chain.context_tokens must be at least 50")
         if self.memory not in MEMORY_MODES:
             raise SettingsError(f"chain.memory: {self.memory!r} must be one of {list(MEMORY_MODES)}")
         if self.max_steps < 1:

@@ -46,6 +46,20 @@ def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
     return items
 
 
+# Lists and strings are bounded: a grammar fixes the shape of the output, not its length, and a
+# small model left unbounded repeats list items until max_tokens cuts the JSON off.
+METADATA_SCHEMA = {
+    "type": "object",
+    "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 1500},
+                   "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "keywords": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 60},
+                                "minItems": 1, "maxItems": 8},
+                   "questions": {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 300},
+                                 "minItems": 1, "maxItems": 3}},
+    "required": ["summary", "title", "keywords", "questions"],
+}
+
+
 def parse_metadata(text: str) -> SectionMetadata:
     """Model output -> validated metadata; raises MalformedOutput saying what is wrong."""
     data = json_in(text, dict)
@@ -110,7 +124,7 @@ def summarize_section(llm: LLM, settings: SummarySettings, section: dict[str, An
         messages = summary_messages(settings, section, section_input(llm, settings, section, usage))
         error = ""
         for _ in range(1 + settings.retries):
-            text = usage.add(llm.chat(messages, max_tokens=settings.max_new_tokens))
+            text = usage.add(llm.chat(messages, max_tokens=settings.max_new_tokens, schema=METADATA_SCHEMA))
             try:
                 metadata = parse_metadata(text)
             except MalformedOutput as err:

@@ -110,29 +110,70 @@ async function onAsk(event) {
   turn.append(element("p", { class: "role" }, "You"), element("div", { class: "text" }, question));
   $("conversation").append(turn);
   setBusy(true);
+  let answerTurn = null;
   try {
     const response = await fetch("/invocations", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ messages, filters: currentFilters() }),
+      body: JSON.stringify({ messages, filters: currentFilters(), stream: true }),
     });
-    const body = await response.json().catch(() => ({}));
     if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
       turn.remove(); // keep the question in the box to fix it
       showError(body.message || `The server answered ${response.status}.`);
       return;
     }
-    const prediction = body.predictions[0];
+    answerTurn = $("answer-template").content.firstElementChild.cloneNode(true);
+    const draft = element("div", { class: "text draft" });
+    answerTurn.querySelector(".text").replaceWith(draft);
+    answerTurn.querySelector(".sources-title").hidden = true;
+    answerTurn.querySelector(".feedback").hidden = true;
+    $("conversation").append(answerTurn);
+    const prediction = await readStream(response, (piece) => { draft.textContent += piece; });
     state.messages = [...messages, { role: "assistant", content: prediction.answer }];
-    showAnswer(question, prediction);
+    showAnswer(answerTurn, question, prediction);
     $("question").value = "";
   } catch (err) {
     turn.remove();
-    showError(`The server could not be reached (${err.message}); your question is still in the box.`);
+    if (answerTurn) answerTurn.remove();
+    showError(`The answer did not arrive (${err.message}); your question is still in the box.`);
   } finally {
     setBusy(false);
     $("question").focus();
   }
+}
+
+// Server-sent events in the chat-completion-chunk shape: text pieces, then a last chunk whose
+// "result" is the checked answer.
+async function readStream(response, onPiece) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let result = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const line = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]") return result || Promise.reject(new Error("no answer in the stream"));
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.result) result = chunk.result;
+      const piece = chunk.choices && chunk.choices[0].delta.content;
+      if (piece) {
+        onPiece(piece);
+        $("status").textContent = "Writing the answer…";
+      }
+      if (chunk.result) $("status").textContent = "";
+    }
+  }
+  if (!result) throw new Error("the stream ended early");
+  return result;
 }
 
 function pages(citation) {
@@ -140,35 +181,117 @@ function pages(citation) {
     : `p. ${citation.page_start}`;
 }
 
-function showAnswer(question, prediction) {
-  const turn = $("answer-template").content.firstElementChild.cloneNode(true);
-  turn.querySelector(".text").textContent = prediction.answer;
-  if (!prediction.cited_explicitly) {
-    turn.querySelector(".sources-title").textContent = "Sources given to the model (it cited none by number)";
+function pdfLink(citation, page) {
+  return `/documents/${encodeURIComponent(citation.doc_id)}.pdf#page=${page}`;
+}
+
+// Markdown as the model writes it (code fences, lists, paragraphs, `code`, **bold**, [n]),
+// built as DOM nodes with textContent only: nothing from the model becomes markup.
+function renderMarkdown(text, citations) {
+  const root = element("div", { class: "text rendered" });
+  const bySource = new Map(citations.map((c) => [c.source, c]));
+  const lines = text.split("\n");
+  let list = null;
+  let paragraph = null;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.trim().startsWith("```")) {
+      const code = [];
+      for (i++; i < lines.length && !lines[i].trim().startsWith("```"); i++) code.push(lines[i]);
+      const pre = element("pre");
+      pre.append(element("code", {}, code.join("\n")));
+      root.append(pre);
+      list = paragraph = null;
+      continue;
+    }
+    const item = line.match(/^\s*(?:[-*]|\d+[.)])\s+(.*)$/);
+    if (item) {
+      const ordered = /^\s*\d/.test(line);
+      if (!list || list.ordered !== ordered) {
+        list = { ordered, node: element(ordered ? "ol" : "ul") };
+        root.append(list.node);
+      }
+      const li = element("li");
+      inline(li, item[1], bySource);
+      list.node.append(li);
+      paragraph = null;
+      continue;
+    }
+    list = null;
+    if (!line.trim()) {
+      paragraph = null;
+      continue;
+    }
+    if (!paragraph) {
+      paragraph = element("p");
+      root.append(paragraph);
+    } else {
+      paragraph.append(document.createTextNode(" "));
+    }
+    inline(paragraph, line, bySource);
+  }
+  return root;
+}
+
+function inline(parent, text, bySource) {
+  const pattern = /(`[^`]+`|\*\*[^*]+\*\*|\[\d+\])/g;
+  let position = 0;
+  for (const match of text.matchAll(pattern)) {
+    parent.append(document.createTextNode(text.slice(position, match.index)));
+    const token = match[0];
+    if (token.startsWith("`")) parent.append(element("code", {}, token.slice(1, -1)));
+    else if (token.startsWith("**")) parent.append(element("strong", {}, token.slice(2, -2)));
+    else {
+      const citation = bySource.get(Number(token.slice(1, -1)));
+      parent.append(citation ? element("a", { class: "marker", href: pdfLink(citation, citation.page), target: "_blank",
+        rel: "noopener", title: citation.quotes[0].quote }, token) : document.createTextNode(token));
+    }
+    position = match.index + token.length;
+  }
+  parent.append(document.createTextNode(text.slice(position)));
+}
+
+function showAnswer(turn, question, prediction) {
+  turn.querySelector(".draft").replaceWith(renderMarkdown(prediction.answer, prediction.citations));
+  turn.querySelector(".feedback").hidden = false;
+  const title = turn.querySelector(".sources-title");
+  title.hidden = false;
+  const unsupported = prediction.sentences.filter((s) => s.claim && !s.supported);
+  if (!prediction.abstained && unsupported.length) {
+    const note = element("div", { class: "unsupported" });
+    note.append(element("p", { class: "sources-title" }, "Not supported by the sources (check before relying on it):"));
+    const items = element("ul");
+    for (const sentence of unsupported) items.append(element("li", {}, sentence.text));
+    note.append(items);
+    title.before(note);
   }
   const passages = new Map(prediction.contexts.map((c) => [c.source, c.text]));
-  for (const citation of prediction.citations) {
+  const listed = prediction.abstained ? prediction.closest_sources : prediction.citations;
+  title.textContent = prediction.abstained ? "Closest sources (none answers the question)" : "Sources (each quote supports the answer)";
+  for (const citation of listed) {
     const item = element("li", { class: "citation" });
-    const link = element("a", {
-      href: `/documents/${encodeURIComponent(citation.doc_id)}.pdf#page=${citation.page_start}`,
-      target: "_blank", rel: "noopener", "aria-expanded": "false",
-    }, `[${citation.source}] ${citation.title} (${citation.file_name}), ${pages(citation)}, ${citation.section}`);
+    const page = citation.page || citation.page_start;
+    const link = element("a", { href: pdfLink(citation, page), target: "_blank", rel: "noopener", "aria-expanded": "false" },
+      `[${citation.source}] ${citation.title} (${citation.file_name}), ${citation.page ? `p. ${page}` : pages(citation)}, ${citation.section}`);
+    item.append(link);
+    for (const quoted of citation.quotes || []) {
+      item.append(element("q", { class: "quote" }, quoted.quote), element("span", { class: "muted" }, ` (p. ${quoted.page})`));
+    }
     const passage = element("blockquote", { class: "passage" }, passages.get(citation.source) || "");
     passage.hidden = true;
-    // One click opens the PDF at the cited page (new tab) and shows the passage here.
+    // One click opens the PDF at the quoted page (new tab) and shows the whole passage here.
     link.addEventListener("click", () => {
       passage.hidden = false;
       link.setAttribute("aria-expanded", "true");
     });
-    item.append(link, passage);
+    item.append(passage);
     turn.querySelector(".citations").append(item);
   }
-  const retrieved = prediction.contexts.map((c) => c.section_id);
+  const retrieved = prediction.retrieved;
   for (const verdict of ["up", "down"]) {
     turn.querySelector(`.${verdict}`).addEventListener("click", () => sendFeedback(turn, question, prediction.answer,
       retrieved, verdict));
   }
-  $("conversation").append(turn);
 }
 
 async function sendFeedback(turn, question, answer, retrieved, verdict) {
