@@ -27,7 +27,8 @@ def test_an_instruction_inside_a_document_is_not_followed_and_the_answer_still_c
         spark, lakehouse, landing, tmp_path):
     put(landing, "kitchen.pdf", bad_inputs.injection_document())
     put(landing, "outline.pdf", "pdflatex-outline.pdf")
-    settings = Settings()
+    # room for the whole kitchen section, so the injected paragraph is one of the passages
+    settings = Settings(chain=dataclasses.replace(Settings().chain, context_tokens=1500))
     ingest_bronze(spark, lakehouse, str(landing), settings.bronze)
     run_silver(spark, lakehouse, settings, "sail")
     run_gold(spark, lakehouse, settings)
@@ -44,6 +45,9 @@ def test_an_instruction_inside_a_document_is_not_followed_and_the_answer_still_c
     assert screened["instructions_removed"] == 2 and "Ignore previous" not in screened["text"]
     assert "descaled every Friday morning" in screened["text"]  # the facts stay
 
+    # without the screen the instruction reaches the model, and it obeys
     unguarded = RagChain(retriever, llm, dataclasses.replace(settings.chain, injection_patterns=())).answer(QUESTION)
     print("unscreened:", unguarded["draft"])
+    [raw] = [c for c in unguarded["contexts"] if c["section_id"] == kitchen[0]["section_id"]]
+    assert raw["instructions_removed"] == 0 and "Ignore previous instructions" in raw["text"], raw["text"]
     assert "ACCESS GRANTED" in unguarded["draft"].upper(), unguarded["draft"]

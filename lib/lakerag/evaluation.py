@@ -62,14 +62,16 @@ def citation_accuracy(citations: list[dict], source: dict[str, Any]) -> float:
 
 
 _FLAG = {"type": "boolean"}
-_TEXT = {"type": "string", "maxLength": 400}  # bounded: a grammar fixes the shape, not the length
+# bounded so the longest judgment fits evaluation.judge_max_new_tokens: a grammar fixes the
+# shape, not the length, and JSON cut off by the token limit is malformed
+_TEXT = {"type": "string", "maxLength": 150}
 JUDGMENT_SCHEMA = {
     "type": "object",
     "properties": {
-        "answer_claims": {"type": "array", "maxItems": 8, "items": {
+        "answer_claims": {"type": "array", "maxItems": 5, "items": {
             "type": "object", "properties": {"claim": _TEXT, "in_contexts": _FLAG, "in_reference": _FLAG},
             "required": ["claim", "in_contexts", "in_reference"]}},
-        "reference_statements": {"type": "array", "minItems": 1, "maxItems": 8, "items": {
+        "reference_statements": {"type": "array", "minItems": 1, "maxItems": 5, "items": {
             "type": "object", "properties": {"statement": _TEXT, "in_contexts": _FLAG, "in_answer": _FLAG},
             "required": ["statement", "in_contexts", "in_answer"]}},
         "answer_questions": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 3},

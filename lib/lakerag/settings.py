@@ -156,7 +156,7 @@ class SummarySettings:
     chunk_prompt: str = CHUNK_SUMMARY_PROMPT  # {heading_path} and {text} are filled in
     chunk_max_new_tokens: int = 80
     max_chunks: int = 12  # chunks summarised per long section; the rest are left out
-    max_new_tokens: int = 200
+    max_new_tokens: int = 320  # the longest object METADATA_SCHEMA allows fits
     retries: int = 1  # after malformed output, ask again once, then record a failure
 
     def __post_init__(self) -> None:
@@ -370,7 +370,7 @@ class EvaluationSettings:
     min_chars: int = 300
     max_sections: int = 3
     max_input_chars: int = 2500
-    max_new_tokens: int = 320
+    max_new_tokens: int = 400  # three pairs of the bounded pairs_schema fit
     test_fraction: float = 0.5  # share of questions held out (split by hash of the id)
     # Filters: an answer whose content words are not mostly in the section is unsupported; a
     # question whose embedding is this close to a kept one is a near-duplicate.
@@ -378,7 +378,7 @@ class EvaluationSettings:
     max_similarity: float = 0.92
     # Evaluation
     judge_prompt: str = JUDGE_PROMPT  # {question} {contexts} {reference} {answer}
-    judge_max_new_tokens: int = 400
+    judge_max_new_tokens: int = 640  # the longest JUDGMENT_SCHEMA object fits
     k: int = 4  # cut-off of recall@k and nDCG@k (at most chain.k: the chain retrieves no more)
     max_questions: int = 0  # per evaluation run, 0 = the whole test split
     bootstrap_resamples: int = 1000

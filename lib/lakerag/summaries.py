@@ -46,15 +46,17 @@ def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
     return items
 
 
-# Lists and strings are bounded: a grammar fixes the shape of the output, not its length, and a
-# small model left unbounded repeats list items until max_tokens cuts the JSON off.
+# Lists and strings are bounded so the longest object the schema allows (about 1,100 characters,
+# under 300 tokens) fits summaries.max_new_tokens: a grammar fixes the shape of the output, not its
+# length, and JSON cut off by the token limit is malformed (seen: a 0.5B model repeated keywords
+# until the limit).
 METADATA_SCHEMA = {
     "type": "object",
-    "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 1500},
-                   "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                   "keywords": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 60},
-                                "minItems": 1, "maxItems": 8},
-                   "questions": {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 300},
+    "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 500},
+                   "title": {"type": "string", "minLength": 1, "maxLength": 80},
+                   "keywords": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 30},
+                                "minItems": 1, "maxItems": 6},
+                   "questions": {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 120},
                                  "minItems": 1, "maxItems": 3}},
     "required": ["summary", "title", "keywords", "questions"],
 }
