@@ -46,7 +46,7 @@ demo: install
 	@echo "==> 10/11 promotion gate: @challenger becomes @champion unless it is worse (Debian FAQ questions)"
 	$(VENV)/bin/lakerag promote --eval-set debian-faq --lake-root $(LAKE)
 	@echo "==> 11/11 asking @champion, loaded from the registry by alias: the answer streams, then each sentence is checked"
-	$(VENV)/bin/lakerag ask "How do I remove a package together with its configuration files?" --alias champion --lake-root $(LAKE)
+	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias champion --lake-root $(LAKE)
 
 # Debian's chromium drives the chat page test (playwright's own browser download is not used).
 browser:

@@ -140,7 +140,7 @@ def retrieval_only(model) -> Any:
         for row in rows:
             hits = chain.retriever.search(row["messages"][-1]["content"], k=chain.settings.k, mode=chain.settings.mode,
                                           rerank=chain.settings.rerank)
-            out.append({"answer": "", "citations": [],
+            out.append({"answer": "", "citations": [], "retrieved": [h.section_id for h in hits],
                         "contexts": [{"section_id": h.section_id, "text": h.section_text} for h in hits]})
         return out
 

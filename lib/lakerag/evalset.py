@@ -45,7 +45,7 @@ def pairs_schema(styles: tuple) -> dict:
     """The JSON schema of the generator's answer: one {style, question, answer} per style, bounded
     so that three pairs fit evaluation.max_new_tokens (JSON cut off by the limit is malformed)."""
     item = {"type": "object", "properties": {"style": {"type": "string", "enum": list(styles)},
-                                             "question": {"type": "string", "minLength": 10, "maxLength": 150},
+                                             "question": {"type": "string", "pattern": "^[^\\n]{9,148}[?]$"},
                                              "answer": {"type": "string", "minLength": 10, "maxLength": 250}},
             "required": ["style", "question", "answer"]}
     return {"type": "array", "items": item, "minItems": 1, "maxItems": len(styles)}

@@ -56,7 +56,8 @@ METADATA_SCHEMA = {
                    "title": {"type": "string", "minLength": 1, "maxLength": 80},
                    "keywords": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 30},
                                 "minItems": 1, "maxItems": 6},
-                   "questions": {"type": "array", "items": {"type": "string", "minLength": 5, "maxLength": 120},
+                   # one line ending in "?" (parse_metadata refuses anything else)
+                   "questions": {"type": "array", "items": {"type": "string", "pattern": "^[^\\n]{4,118}[?]$"},
                                  "minItems": 1, "maxItems": 3}},
     "required": ["summary", "title", "keywords", "questions"],
 }
