@@ -255,8 +255,9 @@ def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_i
         page.keyboard.press("Enter")
         answer = page.locator("li.assistant").first
         expect(answer).to_be_visible(timeout=300_000)
+        # the text streams in first; the checked answer and its citations replace it at the end
         citation = answer.locator(".citation a").first
-        expect(citation).to_contain_text("debian-faq.pdf")
+        expect(citation).to_contain_text("debian-faq.pdf", timeout=300_000)
         expect(citation).to_contain_text(SECTION)
         href = citation.get_attribute("href")  # opens the PDF at the quoted span's page
         assert href.startswith("/documents/") and href.rsplit("#page=", 1)[1] in ("35", "36"), href

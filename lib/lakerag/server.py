@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -25,7 +26,6 @@ from typing import Any, Iterator
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from lakerag.chain import BadRequest, validate_messages
@@ -196,14 +196,24 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
 
         admitted += 1
         if stream:
-            def locked_events() -> Iterator[str]:
-                with one_at_a_time:
-                    yield from sse_events(model, rows[0], model_uri)
+            # One thread runs the whole stream: MLflow's predict_stream sets a context variable
+            # that must be reset in the context that set it (threadpool steps run in several).
+            events_out: queue.Queue = queue.Queue()
+
+            def produce() -> None:
+                try:
+                    with one_at_a_time:
+                        for event in sse_events(model, rows[0], model_uri):
+                            events_out.put(event)
+                finally:
+                    events_out.put(None)
+
+            threading.Thread(target=produce, daemon=True, name="stream").start()
 
             async def events():
                 nonlocal admitted
                 try:
-                    async for event in iterate_in_threadpool(locked_events()):
+                    while (event := await run_in_threadpool(events_out.get)) is not None:
                         yield event
                 finally:
                     admitted -= 1
