@@ -115,7 +115,7 @@ class Passage:
 
 def section_paragraphs(hit: Hit) -> list[tuple[str, int]]:
     """(paragraph, page) of the hit's section; the section's first page where pages are unknown."""
-    paragraphs = [p for p in hit.section_text.split("\n\n")]
+    paragraphs = hit.section_text.split("\n\n")
     pages = hit.paragraph_pages if len(hit.paragraph_pages) == len(paragraphs) else [hit.page_start] * len(paragraphs)
     return list(zip(paragraphs, pages))
 

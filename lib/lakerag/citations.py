@@ -116,14 +116,15 @@ def _words(text: str) -> set[str]:
 def verify(answer: str, sources: list[SourceSentence], embed: Embed, settings: CitationSettings,
            source_count: int) -> list[SentenceVerdict]:
     """A verdict for each sentence of `answer` against the source sentences."""
-    spans = split_sentences(answer)
-    verdicts = []
-    for start, end in spans:
+    verdicts, claim_words = [], []
+    for start, end in split_sentences(answer):
         raw = answer[start:end]
         text = " ".join(MARKER.sub("", raw).split())
         words = _words(text)
         claim = len(words) >= settings.min_claim_words and not text.endswith("?")
         verdicts.append(SentenceVerdict(text, start, end, claim=claim, written=written_numbers(raw, source_count)))
+        if claim:
+            claim_words.append(words)
     claims = [v for v in verdicts if v.claim]
     if not claims or not sources:
         return verdicts
@@ -131,8 +132,7 @@ def verify(answer: str, sources: list[SourceSentence], embed: Embed, settings: C
     source_vectors = embed([s.text for s in sources])
     similarity = answer_vectors @ source_vectors.T
     source_words = [_words(s.text) for s in sources]
-    for row, verdict in enumerate(claims):
-        words = _words(verdict.text)
+    for row, (verdict, words) in enumerate(zip(claims, claim_words)):
         best: dict[int, tuple[float, SourceSentence, float, float]] = {}  # per supporting source
         closest = 0.0
         for column, sentence in enumerate(sources):
