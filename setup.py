@@ -25,7 +25,7 @@ setup(
     description="Lakehouse RAG pipeline: PDFs -> bronze/silver/gold Delta tables -> MLflow RAG chain",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
-    package_data={"lakerag": ["conf/*.yml", "static/*"]},
+    package_data={"lakerag": ["conf/*.yml", "serving/static/*"]},
     python_requires=">=3.10",
     # Core needs only what a Databricks runtime does not already ship; pyspark comes
     # from the runtime there and from the `local` extra here.

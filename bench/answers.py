@@ -53,10 +53,10 @@ def build(root: Path) -> tuple[Path, list[dict]]:
     """The Debian FAQ's index and its questions: [{question, section_id, text, page_start, page_end}]."""
     import pyspark.sql.functions as F
 
-    from lakerag.gold import run_gold
-    from lakerag.index import build_index
+    from lakerag.enrich.embeddings import run_gold
+    from lakerag.enrich.index_build import build_index
     from lakerag.settings import Settings
-    from lakerag.tables import SILVER_SECTIONS
+    from lakerag.lakehouse.tables import SILVER_SECTIONS
 
     base = Settings()
     settings = dataclasses.replace(base, gold=dataclasses.replace(base.gold, extra_models=(base.models.rerank,)))
@@ -94,10 +94,10 @@ class TimedLLM:
 
 def child(config: str, folder: Path, questions: list[dict], out: Path, overrides: list[str]) -> None:
     """Answer the questions with one configuration; write per-question records and the peak RSS."""
-    from lakerag.chain import RagChain
-    from lakerag.index import bm25_tokens
-    from lakerag.llm import make_llm
-    from lakerag.retriever import Retriever
+    from lakerag.chain.rag import RagChain
+    from lakerag.retrieval.index_files import bm25_tokens
+    from lakerag.chain.llm import make_llm
+    from lakerag.retrieval.retriever import Retriever
     from lakerag.settings import Settings, apply_overrides
 
     base = apply_overrides(Settings(), overrides)

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from lakerag.bronze import ingest_bronze
-from lakerag.engine import Lakehouse, spark_session
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.lakehouse.engine import Lakehouse, spark_session
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.tables import ensure_tables
+from lakerag.ingest.silver import run_silver
+from lakerag.lakehouse.tables import ensure_tables
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "corpus"

@@ -23,10 +23,10 @@ import pyspark.sql.functions as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.gold import encode, run_gold  # noqa: E402
-from lakerag.models import load_sentence_model  # noqa: E402
+from lakerag.enrich.embeddings import encode, run_gold  # noqa: E402
+from lakerag.weights import load_sentence_model  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
-from lakerag.tables import SILVER_CHUNKS  # noqa: E402
+from lakerag.lakehouse.tables import SILVER_CHUNKS  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ PROBE = r"""
 import json, os, sys, time
 os.environ.setdefault("RUST_LOG", "error")
 t0 = time.perf_counter()
-from lakerag.engine import Lakehouse, spark_session
+from lakerag.lakehouse.engine import Lakehouse, spark_session
 t1 = time.perf_counter()
 with spark_session("sail", Lakehouse("bench", "b", sys.argv[1])) as spark:
     spark.sql("SELECT 1").collect()

@@ -36,12 +36,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.finetune import run_finetune  # noqa: E402
-from lakerag.finetune_eval import RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
-from lakerag.gold import run_gold  # noqa: E402
-from lakerag.index import build_index  # noqa: E402
+from lakerag.finetune.train import run_finetune  # noqa: E402
+from lakerag.finetune.gate import RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
+from lakerag.enrich.embeddings import run_gold  # noqa: E402
+from lakerag.enrich.index_build import build_index  # noqa: E402
 from lakerag.settings import load_settings  # noqa: E402
-from lakerag.tables import EVAL_QUESTIONS, SILVER_DOCUMENTS, SILVER_SECTIONS  # noqa: E402
+from lakerag.lakehouse.tables import EVAL_QUESTIONS, SILVER_DOCUMENTS, SILVER_SECTIONS  # noqa: E402
 from lakerag.tracking import configure_mlflow, use_experiment  # noqa: E402
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, write_result  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
-from lakerag.chain import SENTENCE, screen_instructions  # noqa: E402
+from lakerag.chain.rag import SENTENCE, screen_instructions  # noqa: E402
 from lakerag.settings import load_settings  # noqa: E402
 
 

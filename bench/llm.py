@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CORPUS, write_result  # noqa: E402
 
-from lakerag.llm import LLM, make_llm  # noqa: E402
-from lakerag.models import llm_path  # noqa: E402
-from lakerag.pdf_parse import parse_pdf  # noqa: E402
+from lakerag.chain.llm import LLM, make_llm  # noqa: E402
+from lakerag.weights import llm_path  # noqa: E402
+from lakerag.ingest.pdf_parse import parse_pdf  # noqa: E402
 from lakerag.settings import LLMSettings  # noqa: E402
 
 RUNS = 3

@@ -4,7 +4,7 @@ requests (loopback only), against the baseline of one client sending the same mi
 Serves the chain (real retriever and reranker on the index `make demo` built, real FastAPI/uvicorn
 server) with a loopback stand-in for a remote LLM that answers after --llm-delay seconds, so the
 figures measure serving, validation and retrieval, not the model. For the local LLM, run
-`lakerag serve` and `python -m lakerag.loadtest --url http://127.0.0.1:8080` instead (one answer
+`lakerag serve` and `python -m lakerag.serving.loadtest --url http://127.0.0.1:8080` instead (one answer
 takes ~20 s on 2 cores). Prints outcomes by kind, requests/s, p50/p99 latency of valid and invalid
 requests, and the ratio of valid answers/s to the 1-client baseline. Both phases run warm (each
 valid request is sent once first: the retriever remembers rerank vectors of passages it has seen,
@@ -22,12 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, write_result  # noqa: E402
 
-from lakerag.chain import RagChain  # noqa: E402
-from lakerag.index import latest_index  # noqa: E402
-from lakerag.llm import make_llm  # noqa: E402
-from lakerag.loadtest import LocalChain, StubLLMServer, run_load, serve_in_background, warm_up  # noqa: E402
-from lakerag.retriever import Retriever  # noqa: E402
-from lakerag.server import create_app  # noqa: E402
+from lakerag.chain.rag import RagChain  # noqa: E402
+from lakerag.retrieval.index_files import latest_index  # noqa: E402
+from lakerag.chain.llm import make_llm  # noqa: E402
+from lakerag.serving.loadtest import LocalChain, StubLLMServer, run_load, serve_in_background, warm_up  # noqa: E402
+from lakerag.retrieval.retriever import Retriever  # noqa: E402
+from lakerag.serving.server import create_app  # noqa: E402
 from lakerag.settings import LLMSettings, load_settings  # noqa: E402
 
 

@@ -23,11 +23,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.chain import RagChain  # noqa: E402
-from lakerag.gold import run_gold  # noqa: E402
-from lakerag.index import build_index  # noqa: E402
-from lakerag.llm import make_llm  # noqa: E402
-from lakerag.retriever import Retriever  # noqa: E402
+from lakerag.chain.rag import RagChain  # noqa: E402
+from lakerag.enrich.embeddings import run_gold  # noqa: E402
+from lakerag.enrich.index_build import build_index  # noqa: E402
+from lakerag.chain.llm import make_llm  # noqa: E402
+from lakerag.retrieval.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
 from lakerag.tracking import configure_mlflow, use_experiment  # noqa: E402
 

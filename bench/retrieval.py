@@ -28,11 +28,12 @@ import pyspark.sql.functions as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.gold import run_gold  # noqa: E402
-from lakerag.index import build_index, write_index  # noqa: E402
-from lakerag.retriever import Retriever  # noqa: E402
+from lakerag.enrich.embeddings import run_gold  # noqa: E402
+from lakerag.retrieval.index_files import write_index  # noqa: E402
+from lakerag.enrich.index_build import build_index  # noqa: E402
+from lakerag.retrieval.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
-from lakerag.tables import SILVER_SECTIONS  # noqa: E402
+from lakerag.lakehouse.tables import SILVER_SECTIONS  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -28,11 +28,11 @@ from ranx import Qrels, Run, evaluate
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.gold import run_gold  # noqa: E402
-from lakerag.index import build_index  # noqa: E402
-from lakerag.retriever import Retriever  # noqa: E402
+from lakerag.enrich.embeddings import run_gold  # noqa: E402
+from lakerag.enrich.index_build import build_index  # noqa: E402
+from lakerag.retrieval.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
-from lakerag.tables import SILVER_SECTIONS  # noqa: E402
+from lakerag.lakehouse.tables import SILVER_SECTIONS  # noqa: E402
 
 METRICS = ["recall@5", "mrr@10", "ndcg@10"]
 DEPTH = 10

@@ -25,11 +25,11 @@ import psutil
 import pyspark.sql.functions as F
 from pypdf import PdfReader
 
-from lakerag.bronze import ingest_bronze
-from lakerag.engine import Lakehouse, spark_session
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.lakehouse.engine import Lakehouse, spark_session
 from lakerag.settings import load_settings
-from lakerag.silver import run_silver
-from lakerag.tables import SILVER_DOCUMENTS, ensure_tables
+from lakerag.ingest.silver import run_silver
+from lakerag.lakehouse.tables import SILVER_DOCUMENTS, ensure_tables
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 from pyspark.sql import SparkSession
 
-from lakerag.engine import Lakehouse, spark_session
-from lakerag.tables import ensure_tables
+from lakerag.lakehouse.engine import Lakehouse, spark_session
+from lakerag.lakehouse.tables import ensure_tables
 
 os.environ.setdefault("RUST_LOG", "error")
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -36,11 +36,11 @@ def spark(lake_root: Path) -> Iterator[SparkSession]:
 def corpus_index(spark: SparkSession, lake_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """Bronze -> silver -> gold -> index of the Debian FAQ and the R data manual, once per session:
     (lakehouse, IndexReport, index root)."""
-    from lakerag.bronze import ingest_bronze
-    from lakerag.gold import run_gold
-    from lakerag.index import build_index
+    from lakerag.ingest.bronze import ingest_bronze
+    from lakerag.enrich.embeddings import run_gold
+    from lakerag.enrich.index_build import build_index
     from lakerag.settings import Settings
-    from lakerag.silver import run_silver
+    from lakerag.ingest.silver import run_silver
 
     landing = tmp_path_factory.mktemp("corpus-landing")
     for name in ("debian-faq.pdf", "R-data.pdf"):
@@ -95,19 +95,19 @@ def put(landing: Path, name: str, source: str | bytes) -> Path:
 def vanishing_on_read(path: Path) -> Iterator[None]:
     """While active, `path` is deleted just after bronze lists the landing folder and before it
     reads the files' bytes (the race a busy landing folder has)."""
-    import lakerag.bronze
+    import lakerag.ingest.bronze
 
-    real_read = lakerag.bronze.read_contents
+    real_read = lakerag.ingest.bronze.read_contents
 
     def read_after_file_vanished(spark_, paths):
         path.unlink()
         return real_read(spark_, paths)
 
-    lakerag.bronze.read_contents = read_after_file_vanished
+    lakerag.ingest.bronze.read_contents = read_after_file_vanished
     try:
         yield
     finally:
-        lakerag.bronze.read_contents = real_read
+        lakerag.ingest.bronze.read_contents = real_read
 
 
 def http_call(url: str, body: bytes | None = None, timeout: float = 300) -> tuple[int, dict[str, str], bytes]:

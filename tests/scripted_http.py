@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lakerag.loadtest import LoopbackServer
+from lakerag.serving.loadtest import LoopbackServer
 from lakerag.settings import LLMSettings, Settings
 
 

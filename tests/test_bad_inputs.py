@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pyspark.sql.functions as F
 from chispa import assert_df_equality
 
-from lakerag.bronze import ingest_bronze
+from lakerag.ingest.bronze import ingest_bronze
 from lakerag.settings import BronzeSettings, Settings
-from lakerag.silver import run_silver
-from lakerag.tables import BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_PARSE_FAILURES, SILVER_SECTIONS
+from lakerag.ingest.silver import run_silver
+from lakerag.lakehouse.tables import BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_PARSE_FAILURES, SILVER_SECTIONS
 from tests import bad_inputs
 from tests.conftest import put, vanishing_on_read
 

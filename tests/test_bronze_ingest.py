@@ -10,10 +10,10 @@ import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
 
-from lakerag.bronze import ingest_bronze
-from lakerag.engine import Lakehouse, spark_session
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.lakehouse.engine import Lakehouse, spark_session
 from lakerag.settings import BronzeSettings
-from lakerag.tables import (
+from lakerag.lakehouse.tables import (
     BRONZE_DOCUMENTS,
     BRONZE_QUARANTINE,
     BRONZE_TABLES,

@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 import pyspark.sql.functions as F
 from chispa import assert_df_equality
 
-from lakerag.bronze import normalise_path, plan_changes
-from lakerag.tables import BRONZE_DOCUMENTS
+from lakerag.ingest.bronze import normalise_path, plan_changes
+from lakerag.lakehouse.tables import BRONZE_DOCUMENTS
 
 RUN = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 EARLIER = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)

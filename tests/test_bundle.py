@@ -53,11 +53,15 @@ def test_pipeline_runs_ingest_to_promote_in_order():
                      "evaluate": ["register_chain", "generate_eval_set"], "promote": ["evaluate"]}
 
 
-def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope():
+def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope_and_the_agents_environment():
     [entity] = RESOURCES["model_serving_endpoints"]["lakerag_chain"]["config"]["served_entities"]
     model = RESOURCES["registered_models"]["lakerag_chain"]
     assert entity["entity_name"] == f"{model['catalog_name']}.{model['schema_name']}.{model['name']}"
-    assert all(value.startswith("{{secrets/") for value in entity["environment_vars"].values())
+    env = entity["environment_vars"]
+    assert all(env[name].startswith("{{secrets/") for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN"))
+    # the index is read where build-index writes it, and requests are traced to the experiment
+    assert (env["LAKERAG_INDEX_ROOT"], env["MLFLOW_EXPERIMENT_NAME"], env["ENABLE_MLFLOW_TRACING"]) == (
+        "${var.index_root}", "${var.experiment}", "true")
 
 
 def test_each_task_script_exists_and_its_parameters_parse():

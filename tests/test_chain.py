@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lakerag.chain import (
+from lakerag.chain.rag import (
     BadRequest,
     Passage,
     RagChain,
@@ -17,8 +17,8 @@ from lakerag.chain import (
     select_passages,
     validate_messages,
 )
-from lakerag.llm import make_llm
-from lakerag.retriever import Hit, Retriever
+from lakerag.chain.llm import make_llm
+from lakerag.retrieval.retriever import Hit, Retriever
 from lakerag.settings import INJECTION_PATTERNS, ChainSettings, LLMSettings, Settings
 from tests.scripted_http import ScriptedServer
 

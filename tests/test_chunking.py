@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lakerag.chunking import Chunker, ChunkSpec, paragraph_spans
-from lakerag.models import load_tokenizer, max_sequence_tokens
+from lakerag.ingest.chunking import Chunker, ChunkSpec, paragraph_spans
+from lakerag.weights import load_tokenizer, max_sequence_tokens
 
 MODEL = "all-MiniLM-L6-v2"
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lakerag.citations import cited_answer, source_sentences, split_sentences, verify
-from lakerag.models import load_sentence_model
+from lakerag.chain.citations import cited_answer, source_sentences, split_sentences, verify
+from lakerag.weights import load_sentence_model
 from lakerag.settings import CitationSettings
 
 SETTINGS = CitationSettings()

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lakerag.bronze import ingest_bronze
-from lakerag.engine import Lakehouse
-from lakerag.gold import run_gold
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.lakehouse.engine import Lakehouse
+from lakerag.enrich.embeddings import run_gold
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.tables import (
+from lakerag.ingest.silver import run_silver
+from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
     SILVER_DOCUMENTS,

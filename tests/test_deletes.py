@@ -13,15 +13,21 @@ import pyspark.sql.functions as F
 import pytest
 from deltalake import DeltaTable
 
-from lakerag.bronze import ingest_bronze
-from lakerag.evalset import run_generation
-from lakerag.forget import NoSuchDocument, forget
-from lakerag.gold import run_gold
-from lakerag.index import build_index, latest_index
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.evaluation.question_sets import run_generation
+from lakerag.lakehouse.forget import NoSuchDocument, forget
+from lakerag.enrich.embeddings import run_gold
+from lakerag.chain.llm import make_llm
+from lakerag.chain.rag import RagChain
+from lakerag.retrieval.index_files import latest_index
+from lakerag.retrieval.live_index import LiveIndex
+from lakerag.serving.loadtest import LocalChain, serve_in_background
+from lakerag.serving.server import create_app
+from lakerag.enrich.index_build import build_index
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.summaries import run_summaries
-from lakerag.tables import (
+from lakerag.ingest.silver import run_silver
+from lakerag.enrich.summaries import run_summaries
+from lakerag.lakehouse.tables import (
     BRONZE_DOCUMENTS,
     EVAL_QUESTIONS,
     GOLD_EMBEDDINGS,
@@ -32,7 +38,7 @@ from lakerag.tables import (
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
 )
-from tests.conftest import put
+from tests.conftest import http_call, put
 from tests.scripted_http import ScriptedServer, served_settings
 
 pytestmark = pytest.mark.slow
@@ -67,6 +73,16 @@ def doc_id_of(spark, lakehouse, file_name: str) -> str:
 
 def rows_of(spark, lakehouse, spec, doc_id: str) -> int:
     return spark.table(lakehouse.table(spec.name)).filter(F.col("doc_id") == doc_id).count()
+
+
+def ask_endpoint(base: str, question: str) -> dict:
+    status, _, raw = http_call(base + "/invocations", json.dumps({"input": [{"role": "user", "content": question}]}).encode())
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+def served_docs(base: str) -> set[str]:
+    return {d["doc_id"] for d in json.loads(http_call(base + "/api/documents")[2])}
 
 
 def indexed_docs(index_root: Path) -> set[str]:
@@ -112,7 +128,22 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
     preview = forget(spark, lakehouse, Settings(), "outline.pdf", index_root, dry_run=True)
     assert rows_of(spark, lakehouse, SILVER_SECTIONS, gone) > 0 and (landing / "outline.pdf").exists()
 
-    report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root)
+    # a running endpoint, registered before the forget, follows the index (refresh every search)
+    with ScriptedServer([(200, "Outlines are written with hyperref [1].")] * 4) as llm:
+        settings = dataclasses.replace(served_settings(llm, max_sections=0), retrieval=dataclasses.replace(
+            Settings().retrieval, index_refresh_s=0))
+        chain = RagChain(LiveIndex.from_settings(settings, index_root), make_llm(settings.llm), settings.chain)
+        with serve_in_background(create_app(LocalChain(chain), settings.chain, "test")) as base:
+            before = ask_endpoint(base, "How are outlines written with hyperref?")
+            assert gone in served_docs(base)
+            report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root)
+            after = ask_endpoint(base, "How are outlines written with hyperref?")
+            assert gone not in served_docs(base) and kept in served_docs(base)
+    answered_from = {c["section_id"] for c in after["custom_outputs"]["contexts"]}
+    assert answered_from.isdisjoint(spark.table(lakehouse.table(SILVER_SECTIONS.name)).filter(
+        F.col("doc_id") == gone).select("section_id").toPandas()["section_id"]) and answered_from
+    assert all(c["doc_id"] != gone for c in after["custom_outputs"]["citations"])
+    assert after["custom_outputs"]["index"]["version"] != before["custom_outputs"]["index"]["version"]
     assert report.doc_ids == [gone] and report.rows == preview.rows
     assert set(report.rows) == {s.name for s in DERIVED} | {BRONZE_DOCUMENTS.name, SERVING_ANSWERS.name}
     for spec in DERIVED:

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from lakerag.documents import ParseLimits, crashed_parse, parallel_map, parse_document, parse_task, start_pool
-from lakerag.silver import chunk_specs
+from lakerag.ingest.parse_pool import ParseLimits, crashed_parse, parallel_map, parse_document, parse_task, start_pool
+from lakerag.ingest.silver import chunk_specs
 from lakerag.settings import Settings
 from tests import bad_inputs
 from tests.conftest import corpus_pdf

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from lakerag.bronze import ingest_bronze
-from lakerag.chain import RagChain
-from lakerag.eval_jobs import TAG_FINGERPRINT, TAG_SET, TAG_VERSION, load_questions, log_summary, promote
-from lakerag.evalset import parse_pairs, run_generation, split_of, support
-from lakerag.evaluation import (
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.chain.rag import RagChain
+from lakerag.evaluation.jobs import TAG_FINGERPRINT, TAG_SET, TAG_VERSION, load_questions, log_summary, promote
+from lakerag.evaluation.question_sets import parse_pairs, run_generation, split_of, support
+from lakerag.evaluation.metrics import (
     Judge,
     MetricSummary,
     citation_accuracy,
@@ -26,12 +26,12 @@ from lakerag.evaluation import (
     summarise,
     summarise_table,
 )
-from lakerag.llm import make_llm
-from lakerag.retriever import Retriever
+from lakerag.chain.llm import make_llm
+from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import ChainSettings, EvaluationSettings, Settings
-from lakerag.silver import run_silver
-from lakerag.summaries import MalformedOutput
-from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS
+from lakerag.ingest.silver import run_silver
+from lakerag.enrich.summaries import MalformedOutput
+from lakerag.lakehouse.tables import EVAL_QUESTIONS, SILVER_SECTIONS
 from tests.conftest import put
 from tests.scripted_http import ScriptedServer, served_settings
 

@@ -9,16 +9,16 @@ import mlflow
 import numpy as np
 import pytest
 
-from lakerag.bronze import ingest_bronze
-from lakerag.finetune import NotEnoughPairs, run_finetune
-from lakerag.finetune_eval import BASE, CONFIGURED, RERANKED, TUNED, evaluate_finetuned
-from lakerag.gold import run_gold
-from lakerag.index import build_index
-from lakerag.models import load_sentence_model
-from lakerag.retriever import Retriever
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.finetune.train import NotEnoughPairs, run_finetune
+from lakerag.finetune.gate import BASE, CONFIGURED, RERANKED, TUNED, evaluate_finetuned
+from lakerag.enrich.embeddings import run_gold
+from lakerag.enrich.index_build import build_index
+from lakerag.weights import load_sentence_model
+from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import RetrievalSettings, Settings
-from lakerag.silver import run_silver
-from lakerag.tables import EVAL_QUESTIONS, SILVER_SECTIONS
+from lakerag.ingest.silver import run_silver
+from lakerag.lakehouse.tables import EVAL_QUESTIONS, SILVER_SECTIONS
 from tests.conftest import put
 
 pytestmark = pytest.mark.slow

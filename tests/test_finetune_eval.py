@@ -8,9 +8,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from lakerag import finetune_eval
-from lakerag.finetune import TAG_KIND
-from lakerag.finetune_eval import (
+from lakerag.finetune import gate as finetune_eval
+from lakerag.finetune.train import TAG_KIND
+from lakerag.finetune.gate import (
     BASE,
     CONFIGURED,
     FAQ,

@@ -9,15 +9,15 @@ import numpy as np
 import pyspark.sql.functions as F
 from deltalake import DeltaTable
 
-from lakerag.bronze import ingest_bronze
-from lakerag.gold import encode, run_gold
-from lakerag.index import build_index
-from lakerag.models import model_path
-from lakerag.retriever import Retriever
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.enrich.embeddings import encode, run_gold
+from lakerag.enrich.index_build import build_index
+from lakerag.weights import model_path
+from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.summaries import run_summaries
-from lakerag.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
+from lakerag.ingest.silver import run_silver
+from lakerag.enrich.summaries import run_summaries
+from lakerag.lakehouse.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
 from tests.conftest import put
 from tests.scripted_http import ScriptedServer, served_settings
 

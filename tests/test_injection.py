@@ -8,14 +8,14 @@ import dataclasses
 
 import pytest
 
-from lakerag.bronze import ingest_bronze
-from lakerag.chain import RagChain
-from lakerag.gold import run_gold
-from lakerag.index import build_index
-from lakerag.llm import make_llm
-from lakerag.retriever import Retriever
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.chain.rag import RagChain
+from lakerag.enrich.embeddings import run_gold
+from lakerag.enrich.index_build import build_index
+from lakerag.chain.llm import make_llm
+from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
+from lakerag.ingest.silver import run_silver
 from tests import bad_inputs
 from tests.conftest import put
 

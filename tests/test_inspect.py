@@ -3,7 +3,7 @@ from datetime import datetime
 
 import pytest
 
-from lakerag.bronze import Verdict, file_version, inspect_file
+from lakerag.ingest.bronze import Verdict, file_version, inspect_file
 from tests.conftest import corpus_pdf
 
 LIMIT = 1_000_000

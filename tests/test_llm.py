@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from lakerag.llm import Completion, DatabricksLLM, LlamaCppLLM, LLMError, TransformersLLM, free_cores, make_llm
-from lakerag.loadtest import LoopbackServer
+from lakerag.chain.llm import Completion, DatabricksLLM, LlamaCppLLM, LLMError, TransformersLLM, free_cores, make_llm
+from lakerag.serving.loadtest import LoopbackServer
 from lakerag.settings import LLMSettings, SettingsError
 from tests.scripted_http import ScriptedServer, chat_reply
 

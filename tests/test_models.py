@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from lakerag.models import concatenate_verified, llm_path, model_path
+from lakerag.weights import concatenate_verified, llm_path, model_path
 
 
 def test_pieces_are_joined_when_the_digest_matches(tmp_path):

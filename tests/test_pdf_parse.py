@@ -6,7 +6,7 @@ from functools import lru_cache
 import pytest
 from pypdf import PdfReader
 
-from lakerag.pdf_parse import (
+from lakerag.ingest.pdf_parse import (
     Line,
     ParseFailure,
     Run,

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from lakerag.cli import main
-from lakerag.index import bm25_tokens, build_index
-from lakerag.models import model_path
-from lakerag.retriever import Filters, Retriever
+from lakerag.enrich.index_build import build_index
+from lakerag.retrieval.index_files import bm25_tokens
+from lakerag.weights import model_path
+from lakerag.retrieval.retriever import Filters, Retriever
 from lakerag.settings import Settings
-from lakerag.tables import SILVER_SECTIONS
-from lakerag.vector_search import ensure_delta_sync_index, vector_search_source
+from lakerag.lakehouse.tables import SILVER_SECTIONS
+from lakerag.enrich.vector_search_sync import ensure_delta_sync_index, vector_search_source
 from tests.conftest import assert_same_rows
 
 pytestmark = pytest.mark.slow

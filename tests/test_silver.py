@@ -9,11 +9,11 @@ import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
 
-from lakerag.bronze import ingest_bronze
-from lakerag.engine import Lakehouse
+from lakerag.ingest.bronze import ingest_bronze
+from lakerag.lakehouse.engine import Lakehouse
 from lakerag.settings import Settings
-from lakerag.silver import PASSWORDS_ENV, run_silver
-from lakerag.tables import (
+from lakerag.ingest.silver import PASSWORDS_ENV, run_silver
+from lakerag.lakehouse.tables import (
     SILVER_CHUNKS,
     SILVER_DOCUMENTS,
     SILVER_PARSE_FAILURES,

@@ -10,11 +10,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from lakerag.chain import RagChain
-from lakerag.llm import make_llm
-from lakerag.loadtest import LocalChain, serve_in_background
-from lakerag.retriever import Retriever
-from lakerag.server import create_app
+from lakerag.chain.rag import RagChain
+from lakerag.chain.llm import make_llm
+from lakerag.serving.loadtest import LocalChain, serve_in_background
+from lakerag.retrieval.retriever import Retriever
+from lakerag.serving.server import create_app
 from lakerag.settings import LLMSettings, Settings
 from tests.conftest import http_call
 

@@ -10,12 +10,12 @@ import pyspark.sql.functions as F
 import pytest
 from deltalake import DeltaTable
 
-from lakerag.bronze import ingest_bronze
+from lakerag.ingest.bronze import ingest_bronze
 from lakerag.settings import Settings
-from lakerag.silver import run_silver
-from lakerag.summaries import MalformedOutput, parse_metadata, run_params, run_summaries
+from lakerag.ingest.silver import run_silver
+from lakerag.enrich.summaries import MalformedOutput, parse_metadata, run_params, run_summaries
 from lakerag.tracking import log_task_run
-from lakerag.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
+from lakerag.lakehouse.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
 from tests.conftest import put
 from tests.scripted_http import ScriptedServer, served_settings
 

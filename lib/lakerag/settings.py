@@ -114,8 +114,16 @@ class RetrievalSettings:
     reranker: str = "rescore"
     rerank_candidates: int = 20
     cross_encoder: str = ""  # folder of a sentence-transformers CrossEncoder, for reranker: cross-encoder
+    # Where the served chain finds its index (the index is data, not part of the model): the
+    # newest version under index_root for the embedding model and strategy (register-chain
+    # records it; the LAKERAG_INDEX_ROOT environment variable overrides it).
+    index_root: str = ""
+    # How often (seconds) a running chain looks for a newer index version; 0 = every search.
+    index_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.index_refresh_s < 0:
+            raise SettingsError("retrieval.index_refresh_s must be >= 0")
         if self.reranker not in RERANKERS:
             raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
         if self.reranker == "cross-encoder" and not self.cross_encoder:
@@ -246,7 +254,7 @@ ABSTAIN_ANSWER = "I do not know: the documents I searched do not answer this que
 
 @dataclass(frozen=True)
 class CitationSettings:
-    """When a source sentence supports an answer sentence (see lakerag.citations)."""
+    """When a source sentence supports an answer sentence (see lakerag.chain.citations)."""
 
     min_similarity: float = 0.6  # cosine of the two sentences by the index's embedding model
     min_overlap: float = 0.5  # share of the answer sentence's content words in the source sentence (+ neighbours)

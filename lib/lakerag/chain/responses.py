@@ -1,0 +1,62 @@
+"""The chain's answers in MLflow's ResponsesAgent shape (OpenAI Responses API items), and back.
+
+A request is `{"input": [{"role": "user", "content": "..."}, ...], "custom_inputs": {"filters":
+["file=debian-faq.pdf"]}}`; the response's `output` holds one assistant message whose text is the
+checked answer, each verified citation an `url_citation` annotation (the cited PDF at its page);
+`custom_outputs` carries the whole answer record (citations with quotes, sentence verdicts,
+contexts, usage, the index version and the trace id).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lakerag.chain.rag import BadRequest
+from lakerag.retrieval.retriever import Filters
+
+
+def agent_request(messages: list[dict[str, Any]], filters: list[str] | None = None) -> dict[str, Any]:
+    """Chat messages and filter strings -> a ResponsesAgent request."""
+    return {"input": messages, "custom_inputs": {"filters": list(filters or [])}}
+
+
+def _text(content: Any) -> Any:
+    """A message's content as one string (Responses content may be a list of text parts)."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content
+
+
+def chain_input(request: Any) -> tuple[list[dict[str, Any]], Filters]:
+    """A ResponsesAgentRequest (or its dict) -> the chain's messages and filters; raises BadRequest."""
+    body = request.model_dump(exclude_none=True) if hasattr(request, "model_dump") else dict(request)
+    messages = [{"role": item.get("role"), "content": _text(item.get("content"))}
+                for item in body.get("input", []) if isinstance(item, dict)]
+    filters = (body.get("custom_inputs") or {}).get("filters") or []
+    if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+        raise BadRequest('custom_inputs.filters must be a list of strings like "file=debian-faq.pdf"')
+    try:
+        return messages, Filters.parse(filters)
+    except ValueError as err:
+        raise BadRequest(str(err)) from err
+
+
+def annotations(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each verified citation as an url_citation: the cited PDF opened at the supporting page."""
+    return [{"type": "url_citation", "title": citation["citation"],
+             "url": f"/documents/{citation['doc_id']}.pdf#page={citation.get('page') or citation['page_start']}"}
+            for citation in result.get("citations", [])]
+
+
+def output_item(result: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """The answer as a Responses output message with citation annotations."""
+    return {"type": "message", "id": item_id, "role": "assistant",
+            "content": [{"type": "output_text", "text": result["answer"], "annotations": annotations(result)}]}
+
+
+def answer_of(response: Any) -> dict[str, Any]:
+    """The answer record in a ResponsesAgent response (dict or pydantic) or final stream event."""
+    body = response.model_dump(exclude_none=True) if hasattr(response, "model_dump") else response
+    outputs = body.get("custom_outputs")
+    if not isinstance(outputs, dict) or "answer" not in outputs:
+        raise ValueError("the response carries no lakerag answer in custom_outputs")
+    return outputs

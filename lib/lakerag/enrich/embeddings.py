@@ -1,0 +1,130 @@
+"""Gold: silver chunks and section summaries -> gold_embeddings, one L2-normalised vector per
+(item, model); kind `chunk` or `summary`.
+
+Incremental: only chunks without a vector from the current model version are embedded;
+vectors of chunks that left silver (their document was superseded or deleted, or a chunking
+setting changed) or that an older version of the model produced are removed. Several models
+live side by side: the model is part of the key.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+
+from lakerag.lakehouse.engine import Lakehouse
+from lakerag.weights import load_sentence_model, model_version
+from lakerag.settings import Settings
+from lakerag.chain.llm import model_key
+from lakerag.enrich.summaries import summary_text
+from lakerag.lakehouse.tables import (
+    GOLD_EMBEDDINGS,
+    SILVER_CHUNKS,
+    SILVER_SECTION_SUMMARIES,
+    SILVER_SECTIONS,
+    SUMMARY,
+    merge_into,
+)
+
+log = logging.getLogger(__name__)
+
+
+def encode(texts: list[str], model: str, batch_size: int) -> np.ndarray:
+    """Unit-length float32 vectors of `texts` (the model is loaded once per process)."""
+    return load_sentence_model(model).encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    ).astype(np.float32)
+
+
+def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run_time: datetime) -> DataFrame:
+    """Items (item_id, kind, doc_id, section_id, strategy, text) -> gold_embeddings rows."""
+    columns = [f.name for f in GOLD_EMBEDDINGS.schema.fields]
+
+    def embed_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            vectors = encode(batch["text"].tolist(), model, batch_size)
+            yield batch.drop(columns=["text"]).assign(
+                model_name=model, model_version=version, dimension=vectors.shape[1],
+                vector=list(vectors), embedded_at=run_time,
+            )[columns]
+
+    return items.mapInPandas(embed_batches, GOLD_EMBEDDINGS.schema)
+
+
+@dataclass
+class GoldReport:
+    """What one gold run did, per model."""
+
+    embedded: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """True if the run wrote anything."""
+        return any(self.embedded.values()) or any(self.removed.values())
+
+
+def embedding_models(settings: Settings) -> list[str]:
+    """Models to embed with: the retrieval model first, then the extra ones, no repeats."""
+    return list(dict.fromkeys([settings.models.embedding, *settings.gold.extra_models]))
+
+
+def summary_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
+    """The ok summaries of llm.* at summaries.prompt_version whose section is still in silver, as
+    items; the text embedded is title, summary and the questions the section answers."""
+    summaries = (spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name))
+                 .filter((F.col("status") == "ok") & (F.col("model") == model_key(settings))
+                         & (F.col("prompt_version") == settings.summaries.prompt_version)))
+    return (summaries.join(spark.table(lakehouse.table(SILVER_SECTIONS.name)).select("section_id"), "section_id")
+            .select(F.col("summary_id").alias("item_id"), F.lit(SUMMARY).alias("kind"), "doc_id", "section_id",
+                    F.lit(SUMMARY).alias("strategy"),
+                    summary_text().alias("text")))
+
+
+def gold_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
+    """Everything gold should hold a vector of: chunks of gold.strategies, and summaries."""
+    items = (spark.table(lakehouse.table(SILVER_CHUNKS.name))
+             .filter(F.col("strategy").isin(*settings.gold.strategies))
+             .select(F.col("chunk_id").alias("item_id"), F.lit("chunk").alias("kind"), "doc_id",
+                     "section_id", "strategy", "text"))
+    if settings.gold.summaries:
+        items = items.unionByName(summary_items(spark, lakehouse, settings))
+    return items
+
+
+def run_gold(
+    spark: SparkSession, lakehouse: Lakehouse, settings: Settings, run_time: datetime | None = None
+) -> GoldReport:
+    """Bring gold_embeddings in line with the silver chunks and summaries it should embed."""
+    run_time = run_time or datetime.now(timezone.utc)
+    gold_table = lakehouse.table(GOLD_EMBEDDINGS.name)
+    items = gold_items(spark, lakehouse, settings)
+    report = GoldReport()
+    for model in embedding_models(settings):
+        version = model_version(model)
+        have = spark.table(gold_table).filter(F.col("model_name") == model)
+        current = have.filter(F.col("model_version") == version).select("item_id")
+        stale = (have.select("item_id", "model_name", "model_version")
+                 .join(items.select("item_id"), "item_id", "left_anti")
+                 .unionByName(have.filter(F.col("model_version") != version)
+                              .select("item_id", "model_name", "model_version")))
+        stale_keys = [(r.item_id, r.model_name) for r in stale.select("item_id", "model_name").distinct().collect()]
+        if stale_keys:
+            log.info("%s: removing %d vectors of items no longer in silver or of an older model", model,
+                     len(stale_keys))
+            merge_into(spark, gold_table, spark.createDataFrame(stale_keys, "item_id string, model_name string"),
+                       GOLD_EMBEDDINGS.key, matched="DELETE", insert=False)
+        report.removed[model] = len(stale_keys)
+        missing = items.join(current, "item_id", "left_anti")
+        count = missing.count()
+        if count:
+            log.info("%s: embedding %d chunks and summaries", model, count)
+            embed_items(missing, model, version, settings.gold.batch_size, run_time).write.insertInto(gold_table)
+        report.embedded[model] = count
+    return report

@@ -1,0 +1,112 @@
+"""The Spark job that builds a retrieval index folder from gold (format: `lakerag.retrieval.index_files`)."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+
+from lakerag.enrich.summaries import summary_text
+from lakerag.lakehouse.engine import Lakehouse
+from lakerag.lakehouse.tables import (
+    GOLD_EMBEDDINGS,
+    SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
+    SILVER_SECTION_SUMMARIES,
+    SILVER_SECTIONS,
+    SUMMARY,
+)
+from lakerag.retrieval.index_files import INDEX_FORMAT, MANIFEST, index_name, write_index
+from lakerag.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def table_version(spark: SparkSession, lakehouse: Lakehouse, name: str) -> int:
+    """Current Delta version of a table (delta-rs locally, DESCRIBE HISTORY on Databricks)."""
+    location = lakehouse.location(name)
+    if location is not None:
+        from deltalake import DeltaTable
+
+        return DeltaTable(location).version()
+    return int(spark.sql(f"DESCRIBE HISTORY {lakehouse.table(name)} LIMIT 1").first()["version"])
+
+
+def summary_rows(spark: SparkSession, lakehouse: Lakehouse, vectors_of: DataFrame, chunk_rows: DataFrame) -> DataFrame:
+    """Summary vectors as index rows shaped like chunk rows: the summary text, the section's
+    pages and heading path, the tags of its document's chunks (chunk_index -1)."""
+    summaries = spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).select(
+        F.col("summary_id").alias("chunk_id"),
+        summary_text().alias("text"))
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).select(
+        "section_id", "doc_id", "page_start", "page_end", "heading_path")
+    tags = chunk_rows.groupBy("doc_id").agg(F.first("tags").alias("tags"))
+    return (vectors_of.filter(F.col("kind") == SUMMARY).drop("strategy")
+            .join(summaries, "chunk_id")
+            .join(sections, "section_id")
+            .join(tags, "doc_id")
+            .select("chunk_id", "kind", "vector", "doc_id", "section_id", F.lit(-1).alias("chunk_index"), "text",
+                    F.lit(0).alias("token_count"), "page_start", "page_end", "heading_path", "tags"))
+
+
+@dataclass
+class IndexReport:
+    folder: Path
+    built: bool
+    vectors: int
+
+
+def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, root: Path) -> IndexReport:
+    """Build the index of the configured strategy's chunks from gold, once per gold version."""
+    model, strategy = settings.models.embedding, settings.retrieval.strategy
+    gold_version = table_version(spark, lakehouse, GOLD_EMBEDDINGS.name)
+    folder = Path(root) / index_name(model, strategy) / f"v{gold_version}"
+    if (folder / MANIFEST).is_file():
+        built = json.loads((folder / MANIFEST).read_text())
+        if built.get("format") == INDEX_FORMAT:
+            log.info("index for gold version %d already built: %s", gold_version, folder)
+            return IndexReport(folder, False, built["vectors"])
+        log.info("index at %s has format %s, rebuilding it in format %d", folder, built.get("format"), INDEX_FORMAT)
+    gold = spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
+    documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
+    vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",
+                                                                    "strategy", "section_id", "vector")
+    chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
+                  .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint"),
+                        "chunk_id"))
+    chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, vectors_of, chunk_rows))
+              .join(documents, "doc_id")
+              .orderBy("chunk_id")
+              .toPandas())
+    if chunks.empty:
+        raise ValueError(f"gold has no {model} vectors for strategy {strategy!r}: run `lakerag embed-gold` first")
+    vectors = np.stack(chunks.pop("vector").map(lambda v: np.asarray(v, dtype=np.float32)).tolist())
+    rerank = None
+    if settings.retrieval.reranker == "rescore":
+        stored = (gold.filter(F.col("model_name") == settings.models.rerank)
+                  .select(F.col("item_id").alias("chunk_id"), "vector").toPandas())
+        if len(stored) and set(chunks["chunk_id"]) <= set(stored["chunk_id"]):
+            by_id = dict(zip(stored["chunk_id"], stored["vector"]))
+            rerank = np.stack([np.asarray(by_id[c], dtype=np.float32) for c in chunks["chunk_id"]])
+    sections = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
+                .filter(F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
+                .select("section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text",
+                        "paragraph_pages")
+                .toPandas())
+    chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
+    manifest = {
+        "format": INDEX_FORMAT, "catalog": lakehouse.catalog, "schema": lakehouse.schema,
+        "gold_table": lakehouse.table(GOLD_EMBEDDINGS.name), "gold_version": gold_version,
+        "model": model, "strategy": strategy, "vectors": len(chunks), "dimension": int(vectors.shape[1]),
+        "dense": "flat" if len(chunks) < settings.retrieval.exact_below else "hnsw",
+        "rerank_model": settings.models.rerank if rerank is not None else None,
+        "built_at": datetime.now(timezone.utc).isoformat(),
+    }
+    log.info("building index of %d vectors at %s", len(chunks), folder)
+    write_index(folder, chunks, vectors, sections, manifest, settings.retrieval.exact_below, rerank)
+    return IndexReport(folder, True, len(chunks))

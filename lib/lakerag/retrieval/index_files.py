@@ -1,0 +1,83 @@
+"""The retrieval index folder format, written and read without Spark: FAISS (dense), bm25s
+(sparse), hit metadata. `lakerag.enrich.index_build` fills it from gold.
+
+An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
+`dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
+summary, text, citation fields, tags), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
+`rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
+recording the gold table version it came from. Built once per gold version: re-running the
+build over an unchanged gold table does nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+import pandas as pd
+
+from lakerag.settings import Settings
+
+log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
+INDEX_FORMAT = 3  # 2: summary rows (kind column); 3: the page of each section paragraph
+MANIFEST = "manifest.json"
+
+
+def bm25_tokens(texts: list[str]) -> list[list[str]]:
+    """Lower-cased word tokens without English stop words (the same for corpus and queries)."""
+    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+def dense_index(vectors: np.ndarray, exact_below: int) -> faiss.Index:
+    """Exact inner-product search for up to `exact_below` vectors, HNSW above (unit vectors:
+    inner product = cosine)."""
+    dimension = vectors.shape[1]
+    if len(vectors) < exact_below:
+        index = faiss.IndexFlatIP(dimension)
+    else:
+        index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 128
+    index.add(vectors)
+    return index
+
+
+def write_index(
+    folder: Path, chunks: pd.DataFrame, vectors: np.ndarray, sections: pd.DataFrame, manifest: dict,
+    exact_below: int, rerank_vectors: np.ndarray | None = None,
+) -> Path:
+    """Write one index folder atomically (built aside, then renamed into place)."""
+    scratch = folder.with_name(folder.name + ".building")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    faiss.write_index(dense_index(vectors, exact_below), str(scratch / "dense.faiss"))
+    sparse = bm25s.BM25()
+    sparse.index(bm25_tokens(chunks["text"].tolist()), show_progress=False)
+    sparse.save(str(scratch / "bm25"))
+    chunks.to_parquet(scratch / "chunks.parquet", index=False)
+    sections.to_parquet(scratch / "sections.parquet", index=False)
+    if rerank_vectors is not None:
+        np.save(scratch / "rerank.npy", rerank_vectors)
+    (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    scratch.rename(folder)
+    return folder
+
+
+def index_name(model: str, strategy: str) -> str:
+    """Folder name for a model/strategy pair (a model path becomes a safe slug)."""
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', model).strip('_')}__{strategy}"
+
+
+def latest_index(root: Path, settings: Settings) -> Path:
+    """The newest built index folder for the configured model and strategy."""
+    base = Path(root) / index_name(settings.models.embedding, settings.retrieval.strategy)
+    versions = sorted(base.glob("v*/" + MANIFEST), key=lambda m: int(m.parent.name[1:]))
+    if not versions:
+        raise FileNotFoundError(f"no index under {base}: run `lakerag build-index` first")
+    return versions[-1].parent
