@@ -80,7 +80,7 @@ model = mlflow.pyfunc.load_model(sys.argv[2])
 import lakerag
 out = model.predict({"input": [{"role": "user", "content": sys.argv[3]}]})["custom_outputs"]
 out["lakerag_file"] = lakerag.__file__
-out["index_folder"] = str(model.unwrap_python_model().chain.retriever.current.folder)
+out["index_folder"] = str(model.get_raw_model().chain.retriever.current.folder)
 print(json.dumps(out))
 """
 

@@ -143,7 +143,7 @@ def answers_from(model) -> Any:
 def retrieval_only(model) -> Any:
     """A predict function that runs only the logged chain's retriever (its own settings): no LLM
     calls, so answers, citations and judged metrics are empty / NaN."""
-    chain = model.unwrap_python_model().chain
+    chain = model.get_raw_model().chain
 
     def predict(rows: list[dict]) -> list[dict]:
         out = []
@@ -184,7 +184,7 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
         cache = {r.judgment_id: r.asDict() for r in spark.table(judgments).collect()}
         judge = Judge(make_llm(settings.llm), model_key(settings), config, cache)
     model = load_chain(model_uri)
-    index_version = model.unwrap_python_model().chain.retriever.version
+    index_version = model.get_raw_model().chain.retriever.version
     table = evaluate_chain(answers_from(model) if answers else retrieval_only(model), questions, judge,
                            answer_relevance_similarity(settings.models.embedding), config)
     summary = summarise_table(table, config)

@@ -122,7 +122,7 @@ def sse_events(model: Any, request: dict[str, Any], model_uri: str, responses: b
 def documents_of(model: Any) -> Callable[[], list[dict[str, Any]]] | None:
     """The served agent's document list (the chat page's filters), if it has one."""
     try:
-        agent = model.unwrap_python_model()
+        agent = model.get_raw_model()  # a loaded ResponsesAgent: the RagAgent itself
     except AttributeError:  # not a pyfunc model (a stand-in, or None)
         agent = getattr(model, "agent", None)
     return getattr(agent, "documents", None)
