@@ -59,9 +59,18 @@ def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope_
     assert entity["entity_name"] == f"{model['catalog_name']}.{model['schema_name']}.{model['name']}"
     env = entity["environment_vars"]
     assert all(env[name].startswith("{{secrets/") for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN"))
-    # the index is read where build-index writes it, and requests are traced to the experiment
-    assert (env["LAKERAG_INDEX_ROOT"], env["MLFLOW_EXPERIMENT_NAME"], env["ENABLE_MLFLOW_TRACING"]) == (
-        "${var.index_root}", "${var.experiment}", "true")
+    # requests are traced to the experiment, where the chat page's feedback lands too
+    assert (env["MLFLOW_EXPERIMENT_NAME"], env["ENABLE_MLFLOW_TRACING"]) == ("${var.experiment}", "true")
+
+
+def test_the_registered_chain_on_databricks_queries_the_vector_search_index_build_index_syncs():
+    [register] = [t for t in TASKS if t["task_key"] == "register_chain"]
+    [build] = [t for t in TASKS if t["task_key"] == "build_index"]
+    params = register["spark_python_task"]["parameters"]
+    sets = [params[i + 1] for i, p in enumerate(params) if p == "--set"]
+    build_params = build["spark_python_task"]["parameters"]
+    endpoint = build_params[build_params.index("--vector-search-endpoint") + 1]
+    assert "retrieval.backend=vector_search" in sets and f"retrieval.vector_search_endpoint={endpoint}" in sets
 
 
 def test_each_task_script_exists_and_its_parameters_parse():

@@ -163,6 +163,18 @@ def test_endpoint_answers_a_chat_request_with_citations(server):
     assert cites_the_section(answer)
 
 
+def finished_spans(trace_id: str, seconds: float = 60) -> dict:
+    """The spans of a trace by name, once the server has written them (it logs traces in the background)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        trace = mlflow.get_trace(trace_id)
+        spans = {span.name: span for span in trace.data.spans} if trace else {}
+        if "rag chain" in spans or time.monotonic() > deadline:
+            assert "rag chain" in spans, sorted(spans)
+            return spans
+        time.sleep(1)
+
+
 def test_endpoint_answers_the_responses_agent_shape_and_traces_retrieval_and_the_llm(server, registered):
     base, _ = server
     status, body = _post(base + "/invocations", json.dumps(
@@ -175,8 +187,7 @@ def test_endpoint_answers_the_responses_agent_shape_and_traces_retrieval_and_the
     cited = [a for a in message["content"][0]["annotations"] if SECTION in a["title"]]
     assert cited and cited[0]["type"] == "url_citation" and cited[0]["url"].startswith("/documents/")
     mlflow.set_tracking_uri(registered[0])
-    trace = mlflow.get_trace(answer["trace_id"])
-    spans = {span.name: span for span in trace.data.spans}
+    spans = finished_spans(answer["trace_id"])
     assert spans["retrieve"].span_type == "RETRIEVER" and spans["answer"].span_type == "CHAT_MODEL"
     documents = spans["retrieve"].outputs
     assert [d["id"] for d in documents][:len(answer["contexts"])] and SECTION in [

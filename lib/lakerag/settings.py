@@ -114,14 +114,24 @@ class RetrievalSettings:
     reranker: str = "rescore"
     rerank_candidates: int = 20
     cross_encoder: str = ""  # folder of a sentence-transformers CrossEncoder, for reranker: cross-encoder
-    # Where the served chain finds its index (the index is data, not part of the model): the
-    # newest version under index_root for the embedding model and strategy (register-chain
-    # records it; the LAKERAG_INDEX_ROOT environment variable overrides it).
+    # Where the served chain finds its index (the index is data, not part of the model):
+    # local = the newest version under index_root for the embedding model and strategy
+    # (register-chain records it; the LAKERAG_INDEX_ROOT environment variable overrides it);
+    # vector_search = the Databricks Vector Search index that `build-index
+    # --vector-search-endpoint` syncs (register-chain names it from --catalog/--schema when
+    # vector_search_index is empty).
+    backend: str = "local"
     index_root: str = ""
-    # How often (seconds) a running chain looks for a newer index version; 0 = every search.
+    vector_search_endpoint: str = ""
+    vector_search_index: str = ""
+    # How often (seconds) a running chain looks for a newer local index version; 0 = every search.
     index_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.backend not in ("local", "vector_search"):
+            raise SettingsError(f"retrieval.backend: {self.backend!r} must be local or vector_search")
+        if self.backend == "vector_search" and not self.vector_search_endpoint:
+            raise SettingsError("retrieval.backend: vector_search needs retrieval.vector_search_endpoint")
         if self.index_refresh_s < 0:
             raise SettingsError("retrieval.index_refresh_s must be >= 0")
         if self.reranker not in RERANKERS:

@@ -4,7 +4,8 @@
 ResponsesAgent is the interface Databricks Model Serving, AI Playground, the Review App and
 `databricks.agents.deploy` take. Settings come from `mlflow.models.ModelConfig` (the pipeline
 settings logged with the model). The index is data, not part of the model: it is resolved when
-the model loads (the newest version under retrieval.index_root) and followed while it runs. `predict` and `predict_stream` are traced by ResponsesAgent itself.
+the model loads (the newest version under retrieval.index_root, followed while it runs; or the
+Databricks Vector Search index, which Vector Search keeps in line with gold). `predict` and `predict_stream` are traced by ResponsesAgent itself.
 """
 from __future__ import annotations
 
@@ -23,17 +24,27 @@ DEVELOPMENT_CONFIG = Path(__file__).resolve().parents[3] / "conf" / "pipeline.ym
 CONFIG = ModelConfig(development_config=str(DEVELOPMENT_CONFIG) if DEVELOPMENT_CONFIG.is_file() else {"chain": {}})
 
 
+def open_index(settings) -> Any:
+    """The retriever the settings name: the live local index or Databricks Vector Search."""
+    if settings.retrieval.backend == "vector_search":
+        from lakerag.retrieval.vector_search import VectorSearchRetriever
+
+        return VectorSearchRetriever.from_settings(settings)
+    from lakerag.retrieval.live_index import LiveIndex
+
+    return LiveIndex.from_settings(settings)
+
+
 class RagAgent(ResponsesAgent):
     """`lakerag.chain.rag.RagChain` behind MLflow's ResponsesAgent interface."""
 
     def load_context(self, context) -> None:
         from lakerag.chain.llm import make_llm
         from lakerag.chain.rag import RagChain
-        from lakerag.retrieval.live_index import LiveIndex
         from lakerag.settings import settings_from_dict
 
         settings = settings_from_dict(CONFIG.to_dict())
-        self.chain = RagChain(LiveIndex.from_settings(settings), make_llm(settings.llm), settings.chain)
+        self.chain = RagChain(open_index(settings), make_llm(settings.llm), settings.chain)
 
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
         """The checked answer as an output message with citation annotations; the whole answer

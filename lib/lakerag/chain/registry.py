@@ -51,8 +51,9 @@ def log_chain(settings: Settings) -> Any:
 
 
 def register_chain(settings: Settings, index_root: Path, name: str, alias: str, question: str) -> Registered:
-    """Log the chain (reading the newest index under `index_root`), reload it in this process and
-    answer `question` as a check, register the version and point `alias` at it."""
+    """Log the chain (reading the newest index under `index_root`, or Vector Search when
+    retrieval.backend says so), reload it in this process and answer `question` as a check,
+    register the version and point `alias` at it."""
     import dataclasses
 
     import mlflow
@@ -60,10 +61,12 @@ def register_chain(settings: Settings, index_root: Path, name: str, alias: str, 
 
     from lakerag.chain.responses import agent_request, answer_of
 
-    settings = dataclasses.replace(settings, retrieval=dataclasses.replace(
-        settings.retrieval, index_root=str(Path(index_root).resolve())))
+    if settings.retrieval.backend == "local":
+        settings = dataclasses.replace(settings, retrieval=dataclasses.replace(
+            settings.retrieval, index_root=str(Path(index_root).resolve())))
     with mlflow.start_run(run_name="register-chain") as run:
-        mlflow.log_params({"index_root": settings.retrieval.index_root,
+        mlflow.log_params({"index_backend": settings.retrieval.backend, "index_root": settings.retrieval.index_root,
+                           "vector_search_index": settings.retrieval.vector_search_index,
                            "llm": model_key(settings), "embedding": settings.models.embedding, "k": settings.chain.k,
                            "memory": settings.chain.memory})
         info = log_chain(settings)

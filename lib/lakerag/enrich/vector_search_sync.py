@@ -14,7 +14,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
 from lakerag.lakehouse.engine import Lakehouse
-from lakerag.retrieval.index_files import index_name
+from lakerag.retrieval.index_files import vector_search_names
 from lakerag.settings import Settings
 from lakerag.lakehouse.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_DOCUMENTS
 
@@ -55,9 +55,8 @@ def sync_vector_search(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
                        client: Any = None) -> str:
     """Refresh the source table from gold and create or sync its Vector Search index."""
     model, strategy = settings.models.embedding, settings.retrieval.strategy
-    name = index_name(model, strategy).replace(".", "_").replace("-", "_").lower()
-    source_table = lakehouse.table(f"gold_vs_{name}")
-    index = lakehouse.table(f"gold_vs_{name}_index")
+    source_name, index_name_ = vector_search_names(model, strategy)
+    source_table, index = lakehouse.table(source_name), lakehouse.table(index_name_)
     source = vector_search_source(
         spark.table(lakehouse.table(GOLD_EMBEDDINGS.name)), spark.table(lakehouse.table(SILVER_CHUNKS.name)),
         spark.table(lakehouse.table(SILVER_DOCUMENTS.name)), model, strategy)

@@ -74,6 +74,13 @@ def index_name(model: str, strategy: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', model).strip('_')}__{strategy}"
 
 
+def vector_search_names(model: str, strategy: str) -> tuple[str, str]:
+    """(source table, index) names, without catalog and schema, of the Vector Search index over
+    one model's vectors of one strategy (Unity Catalog names: lower case, no dots or dashes)."""
+    name = index_name(model, strategy).replace(".", "_").replace("-", "_").lower()
+    return f"gold_vs_{name}", f"gold_vs_{name}_index"
+
+
 def latest_index(root: Path, settings: Settings) -> Path:
     """The newest built index folder for the configured model and strategy."""
     base = Path(root) / index_name(settings.models.embedding, settings.retrieval.strategy)
