@@ -130,8 +130,18 @@ def assert_same_rows(actual, expected, key: list[str]) -> None:
     assert_df_equality(actual.orderBy(*key), expected.orderBy(*key), ignore_nullable=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Where traces of chains a test runs without its own store go (not ./mlflow.db in the checkout)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('default-mlflow') / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+
+
 @pytest.fixture
-def mlflow_store(tmp_path: Path) -> Iterator[str]:
+def mlflow_store(tmp_path: Path, default_mlflow_store: str) -> Iterator[str]:
     """A fresh sqlite MLflow tracking store and registry for one test; returns its URI."""
     import mlflow
 
@@ -140,4 +150,4 @@ def mlflow_store(tmp_path: Path) -> Iterator[str]:
     uri = configure_mlflow(None, None, tmp_path / "mlflow")
     use_experiment("lakerag-test", tmp_path / "mlflow")
     yield uri
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(default_mlflow_store)

@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pyspark.sql.functions as F
 import pytest
@@ -136,7 +137,9 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
         with serve_in_background(create_app(LocalChain(chain), settings.chain, "test")) as base:
             before = ask_endpoint(base, "How are outlines written with hyperref?")
             assert gone in served_docs(base)
-            report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root)
+            mlflow.flush_trace_async_logging()
+            default = [mlflow.get_experiment_by_name("Default").experiment_id]
+            report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root, experiment_ids=default)
             after = ask_endpoint(base, "How are outlines written with hyperref?")
             assert gone not in served_docs(base) and kept in served_docs(base)
     answered_from = {c["section_id"] for c in after["custom_outputs"]["contexts"]}
@@ -144,6 +147,11 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
         F.col("doc_id") == gone).select("section_id").toPandas()["section_id"]) and answered_from
     assert all(c["doc_id"] != gone for c in after["custom_outputs"]["citations"])
     assert after["custom_outputs"]["index"]["version"] != before["custom_outputs"]["index"]["version"]
+    # the trace of the answer that retrieved the document is erased with it; the later one stays
+    mlflow.flush_trace_async_logging()
+    assert report.traces == {default[0]: [before["custom_outputs"]["trace_id"]]}
+    assert mlflow.get_trace(before["custom_outputs"]["trace_id"]) is None
+    assert mlflow.get_trace(after["custom_outputs"]["trace_id"]) is not None
     assert report.doc_ids == [gone] and report.rows == preview.rows
     assert set(report.rows) == {s.name for s in DERIVED} | {BRONZE_DOCUMENTS.name, SERVING_ANSWERS.name}
     for spec in DERIVED:

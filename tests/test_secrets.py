@@ -19,7 +19,7 @@ SECRET = "sk-lakerag-test-0123456789abcdef"
 
 
 @pytest.mark.slow
-def test_an_api_key_is_sent_but_never_logged(corpus_index, tmp_path, monkeypatch, caplog, capfd):
+def test_an_api_key_is_sent_but_never_logged(corpus_index, tmp_path, monkeypatch, caplog, capfd, default_mlflow_store):
     monkeypatch.setenv("LAKERAG_TEST_KEY", SECRET)
     root = tmp_path / "mlflow"
     configure_mlflow(None, None, root)
@@ -44,4 +44,4 @@ def test_an_api_key_is_sent_but_never_logged(corpus_index, tmp_path, monkeypatch
         # what the logged settings do hold: the variable's name, so the key can be found again
         assert "LAKERAG_TEST_KEY" in (Path(mlflow.artifacts.download_artifacts(done.model_uri)) / "MLmodel").read_text()
     finally:
-        mlflow.set_tracking_uri(None)
+        mlflow.set_tracking_uri(default_mlflow_store)

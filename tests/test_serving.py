@@ -41,13 +41,13 @@ MODEL = "models:/lakerag_chain@challenger"
 
 
 @pytest.fixture(scope="module")
-def registered(corpus_index, tmp_path_factory):
+def registered(corpus_index, tmp_path_factory, default_mlflow_store):
     root = tmp_path_factory.mktemp("mlflow")
     uri = configure_mlflow(None, None, root)
     use_experiment("lakerag-serving-test", root)
     done = register_chain(SETTINGS, corpus_index[2], "lakerag_chain", "challenger", QUESTION)
     yield uri, done, root
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(default_mlflow_store)
 
 
 def test_register_logs_code_and_requirements_not_the_index_and_sets_the_alias(registered, corpus_index):

@@ -85,7 +85,8 @@ def _forget(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 
     try:
         report = forget(spark, lakehouse, settings, args.document, index_root_of(args),
-                        delete_source=not args.keep_source, dry_run=args.dry_run)
+                        delete_source=not args.keep_source, dry_run=args.dry_run,
+                        experiment_ids=[mlflow_experiment(args)])
     except NoSuchDocument as err:
         print(f"lakerag forget: {err}", file=sys.stderr)
         return 2
@@ -98,6 +99,8 @@ def _forget(spark, lakehouse, settings, args: argparse.Namespace) -> int:
         print(f"index version {verb}: {folder}")
     for path in report.files:
         print(f"landing file {verb}: {path}")
+    traces = sum(len(ids) for ids in report.traces.values())
+    print(f"MLflow traces {verb} (their retrieval returned the document): {traces}")
     if report.vacuumed:
         print(f"older table versions purged (VACUUM, retention 0): {', '.join(report.vacuumed)}")
     for note in report.notes:
@@ -171,13 +174,16 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
         "remove one document everywhere now (an erasure request), and report what went",
         "Delete every row made from DOCUMENT (all versions of its file): bronze, quarantine, silver "
         "documents, sections, chunks and failures, summaries, gold vectors, eval questions and the "
-        "serving answers that cite it; rebuild the index and delete the index versions that held it; "
+        "serving answers that cite it; rebuild the index and delete the index versions that held it "
+        "(served chains follow the rebuilt index); delete the MLflow traces in --experiment whose "
+        "retrieval returned it (with their feedback); "
         "delete the landing file (else the next ingest brings it back); then VACUUM the local tables "
         "touched with zero retention, so time travel cannot bring the rows back either. The scheduled "
         "pipeline does the same for a deleted file on its next run, except VACUUM. Run it while no "
         "pipeline job is writing: zero-retention VACUUM removes files a writer has not committed yet.",
     )
     add_index_root(where)
+    add_mlflow(where)
     forget_.add_argument("document", help="a doc_id, a landing path, or a file name")
     forget_.add_argument("--dry-run", action="store_true", help="report what would be removed; change nothing")
     forget_.add_argument("--keep-source", action="store_true", help="leave the landing file in place")

@@ -58,6 +58,7 @@ class ForgetReport:
     files: list[str] = field(default_factory=list)
     vacuumed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    traces: dict[str, list[str]] = field(default_factory=dict)  # experiment id -> deleted trace ids
 
 
 def find_document(spark: SparkSession, lakehouse: Lakehouse, ref: str) -> tuple[list[str], list[str]]:
@@ -114,7 +115,7 @@ def _index_folders_holding(index_root: Path, doc_ids: list[str]) -> list[Path]:
 
 def forget(
     spark: SparkSession, lakehouse: Lakehouse, settings: Settings, ref: str, index_root: Path | None,
-    delete_source: bool = True, dry_run: bool = False,
+    delete_source: bool = True, dry_run: bool = False, experiment_ids: list[str] | None = None,
 ) -> ForgetReport:
     """Remove document `ref` everywhere; see the module docstring. Nothing is changed if dry_run."""
     doc_ids, paths = find_document(spark, lakehouse, ref)
@@ -154,11 +155,33 @@ def forget(
                 if folder != rebuilt:
                     shutil.rmtree(folder)
 
+    if experiment_ids:
+        report.traces = traces_citing(experiment_ids, set(doc_ids))
+        if report.traces and not dry_run:
+            from mlflow import MlflowClient
+
+            for experiment_id, trace_ids in report.traces.items():
+                MlflowClient().delete_traces(experiment_id, trace_ids=trace_ids)
     if not dry_run:
         _purge_history(lakehouse, report)
-    report.notes.append("MLflow model versions registered earlier carry a copy of the index they were built "
-                        "with: register the chain again and delete the older versions to purge those copies")
+    report.notes.append("chain versions registered before the chain read its index from the index root carry "
+                        "a copy of the index in their artifacts: delete those versions to purge the copies")
     return report
+
+
+def traces_citing(experiment_ids: list[str], doc_ids: set[str], max_traces: int = 50_000) -> dict[str, list[str]]:
+    """Trace ids, by experiment, of answers whose retrieval returned a chunk of `doc_ids` (their
+    retriever spans hold its text, and the question and answer may quote it)."""
+    import mlflow
+
+    found: dict[str, list[str]] = {}
+    for experiment_id in experiment_ids:
+        for trace in mlflow.search_traces(locations=[experiment_id], max_results=max_traces, return_type="list"):
+            retrieved = [doc.get("metadata", {}).get("doc_id") for span in trace.data.spans
+                         if span.span_type == "RETRIEVER" for doc in (span.outputs or [])]
+            if doc_ids.intersection(retrieved):
+                found.setdefault(experiment_id, []).append(trace.info.trace_id)
+    return found
 
 
 # Every table that can hold text of a document: their older versions are purged even when this

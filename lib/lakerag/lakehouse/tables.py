@@ -326,28 +326,10 @@ EVAL_JUDGMENTS = TableSpec(
     comment="Cache of LLM-judge calls: the same prompt is never judged twice",
 )
 
-SERVING_FEEDBACK = TableSpec(
-    name="serving_feedback",
-    schema=StructType([
-        _field("feedback_id", StringType(), False, "random id of the feedback"),
-        _field("question", StringType(), False, "the question as asked in the chat page"),
-        _field("answer", StringType(), False, "the answer shown"),
-        _field("retrieved_ids", ArrayType(StringType(), False), False, "section ids of the answer's sources, in order"),
-        _field("model_uri", StringType(), False, "model URI the endpoint serves"),
-        _field("model_version", StringType(), True, "registered version behind it (null if not a registry URI)"),
-        _field("verdict", StringType(), False, "up | down"),
-        _field("comment", StringType(), True, "the user's comment, if any"),
-        _field("user", StringType(), True, "who, only when chat.user_header is configured"),
-        _field("created_at", TimestampType(), False, "when it was given (UTC)"),
-    ]),
-    key=("feedback_id",),
-    comment="Thumbs up/down and comments from the chat page, one row per click",
-)
-
 ALL_TABLES: tuple[TableSpec, ...] = (
     BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
     SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
-    SERVING_QUESTIONS, SERVING_ANSWERS, SERVING_FEEDBACK, EVAL_QUESTIONS, EVAL_JUDGMENTS,
+    SERVING_QUESTIONS, SERVING_ANSWERS, EVAL_QUESTIONS, EVAL_JUDGMENTS,
 )
 
 
