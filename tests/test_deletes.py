@@ -116,7 +116,8 @@ def test_a_deleted_source_file_leaves_nothing_after_the_next_run(spark, lakehous
     assert spark.table(lakehouse.table(SILVER_PARSE_STAGING.name)).isEmpty()  # scratch holds no text
 
 
-def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark, lakehouse, landing, built):
+def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark, lakehouse, landing, built,
+                                                                          mlflow_store):
     gone, kept, index_root = built
     answer = {"question_id": "q1", "question": "How are outlines written?", "answer": "With hyperref [1].",
               "citations": [{"source": 1, "title": "t", "file_name": "outline.pdf", "doc_id": gone, "section_id": "s",
@@ -138,8 +139,8 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
             before = ask_endpoint(base, "How are outlines written with hyperref?")
             assert gone in served_docs(base)
             mlflow.flush_trace_async_logging()
-            default = [mlflow.get_experiment_by_name("Default").experiment_id]
-            report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root, experiment_ids=default)
+            experiment = [mlflow.get_experiment_by_name("lakerag-test").experiment_id]
+            report = forget(spark, lakehouse, Settings(), "outline.pdf", index_root, experiment_ids=experiment)
             after = ask_endpoint(base, "How are outlines written with hyperref?")
             assert gone not in served_docs(base) and kept in served_docs(base)
     answered_from = {c["section_id"] for c in after["custom_outputs"]["contexts"]}
@@ -149,7 +150,7 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
     assert after["custom_outputs"]["index"]["version"] != before["custom_outputs"]["index"]["version"]
     # the trace of the answer that retrieved the document is erased with it; the later one stays
     mlflow.flush_trace_async_logging()
-    assert report.traces == {default[0]: [before["custom_outputs"]["trace_id"]]}
+    assert report.traces == {experiment[0]: [before["custom_outputs"]["trace_id"]]}
     assert mlflow.get_trace(before["custom_outputs"]["trace_id"]) is None
     assert mlflow.get_trace(after["custom_outputs"]["trace_id"]) is not None
     assert report.doc_ids == [gone] and report.rows == preview.rows

@@ -26,13 +26,14 @@ def test_an_api_key_is_sent_but_never_logged(corpus_index, tmp_path, monkeypatch
     use_experiment("lakerag-secrets", root)
     caplog.set_level(logging.DEBUG)
     try:
-        # two calls: MLflow runs the input example through the model when logging, then our check
-        with ScriptedServer([(200, "dpkg installs packages [1].")] * 2) as server:
+        # three calls: MLflow runs the input example through the agent when it saves it and again
+        # when it validates the logged model's serving example, then our check
+        with ScriptedServer([(200, "dpkg installs packages [1].")] * 3) as server:
             settings = Settings(llm=LLMSettings(backend="openai", model="test-model", base_url=server.base_url,
                                                 api_key_env="LAKERAG_TEST_KEY", max_retries=0),
                                 chain=dataclasses.replace(ChainSettings(), rerank=False))
             done = register_chain(settings, corpus_index[2], "secret_chain", "challenger", "What is dpkg?")
-            assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+            assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}" and len(server.requests) == 3
         run = mlflow.get_run(done.run_id)
         assert SECRET not in repr((run.data.params, run.data.tags, run.data.metrics))
         files = [path for path in root.rglob("*") if path.is_file()]
