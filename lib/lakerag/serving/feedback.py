@@ -3,6 +3,7 @@
 workspace, and what `generate-eval-set` reads thumbs-down from."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from lakerag.chain.rag import BadRequest
 VERDICTS = ("up", "down")
 FEEDBACK_NAME = "user_feedback"  # the assessment's name; value True = helpful
 MAX_COMMENT_CHARS = 2000
+TRACE_WAIT_TRIES = 6  # about 4 s in all
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,14 @@ def log_feedback(feedback: Feedback, user: str | None) -> str:
     import mlflow
     from mlflow.entities import AssessmentSource, AssessmentSourceType
 
-    if mlflow.get_trace(feedback.trace_id) is None:
+    # A click right after the answer can beat the background trace writer (and the end of the
+    # streamed request's span): flush it and look again for a moment before giving up.
+    for attempt in range(TRACE_WAIT_TRIES):
+        if mlflow.get_trace(feedback.trace_id) is not None:
+            break
+        mlflow.flush_trace_async_logging()
+        time.sleep(0.25 * attempt)
+    else:
         raise LookupError(f"no trace {feedback.trace_id!r} in the tracking store")
     assessment = mlflow.log_feedback(
         trace_id=feedback.trace_id, name=FEEDBACK_NAME, value=feedback.verdict == "up", rationale=feedback.comment,
