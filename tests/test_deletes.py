@@ -122,7 +122,8 @@ def test_forget_removes_a_document_everywhere_now_and_says_what_it_removed(spark
     answer = {"question_id": "q1", "question": "How are outlines written?", "answer": "With hyperref [1].",
               "citations": [{"source": 1, "title": "t", "file_name": "outline.pdf", "doc_id": gone, "section_id": "s",
                              "section": "Outlines", "page_start": 1, "page_end": 1}],
-              "model_uri": "models:/m@champion", "model_version": "1", "prompt_tokens": 1, "completion_tokens": 1,
+              "model_uri": "models:/m@champion", "model_version": "1", "index_version": "v1", "prompt_tokens": 1,
+              "completion_tokens": 1,
               "latency_s": 1.0, "error": None, "answered_at": datetime.now(timezone.utc)}
     spark.createDataFrame([answer], SERVING_ANSWERS.schema).write.insertInto(lakehouse.table(SERVING_ANSWERS.name))
     sections_before = DeltaTable(lakehouse.location(SILVER_SECTIONS.name)).version()

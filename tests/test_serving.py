@@ -220,7 +220,7 @@ def test_bad_requests_get_a_4xx_and_the_server_stays_up(server, body, status, me
     assert healthy(base) and process.poll() is None
 
 
-def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered):
+def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered, corpus_index):
     mlflow.set_tracking_uri(registered[0])
     now = datetime.now(timezone.utc)
     spark.createDataFrame([("q1", QUESTION, ["file=debian-faq.pdf"], now), ("q2", "What is dpkg?", ["nope"], now)],
@@ -230,6 +230,7 @@ def test_batch_job_answers_each_question_once_and_records_failures(spark, lakeho
     rows = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
     assert rows["q1"].answer and SECTION in [c.section for c in rows["q1"].citations] and rows["q1"].error is None
     assert rows["q1"].latency_s > 0 and rows["q1"].model_uri == MODEL
+    assert rows["q1"].index_version == corpus_index[1].folder.name and rows["q2"].index_version is None
     assert rows["q2"].answer is None and "expected KEY=VALUE" in rows["q2"].error
 
     # a re-run answers nothing already answered, and tries the failed question again

@@ -41,7 +41,7 @@ def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_
             for question in batch.itertuples(index=False):
                 started = time.perf_counter()
                 row = {"question_id": question.question_id, "question": question.question, "answer": None,
-                       "citations": None, "model_uri": model_uri, "model_version": model_version,
+                       "citations": None, "model_uri": model_uri, "model_version": model_version, "index_version": None,
                        "prompt_tokens": None, "completion_tokens": None, "error": None, "answered_at": run_time}
                 try:
                     filters = [] if question.filters is None else list(question.filters)
@@ -49,6 +49,7 @@ def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_
                         [{"role": "user", "content": question.question}], filters)))
                     row |= {"answer": out["answer"],
                             "citations": [{k: c[k] for k in citation_fields} for c in out["citations"]],
+                            "index_version": out["index"]["version"],
                             "prompt_tokens": out["usage"]["prompt_tokens"],
                             "completion_tokens": out["usage"]["completion_tokens"]}
                 except Exception as err:  # noqa: BLE001 - recorded in the row, the batch goes on

@@ -280,6 +280,8 @@ SERVING_ANSWERS = TableSpec(
         _field("citations", ArrayType(CITATION, False), True, "sources of the answer: document, file, pages, section"),
         _field("model_uri", StringType(), False, "model URI the job was given, e.g. models:/lakerag_chain@champion"),
         _field("model_version", StringType(), False, "registered version that answered"),
+        _field("index_version", StringType(), True, "index version the answer came from (folder v<gold version>, "
+                                                      "or the Vector Search index); null when error is set"),
         _field("prompt_tokens", IntegerType(), True, "tokens sent to the LLM"),
         _field("completion_tokens", IntegerType(), True, "tokens the LLM wrote"),
         _field("latency_s", DoubleType(), False, "seconds to answer"),
