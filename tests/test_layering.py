@@ -2,31 +2,18 @@
 side, nor pyspark, pypdf or the chunker; and the whole serving closure imports with them blocked."""
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
-from pathlib import Path
 
-from lakerag.chain.requirements import LIB, query_side_files
+from lakerag.chain.requirements import LIB, module_imports, query_side_files
 
 BUILD_SIDE = ("lakerag.lakehouse", "lakerag.ingest", "lakerag.enrich", "lakerag.evaluation", "lakerag.finetune",
               "lakerag.cli")
 BLOCKED = ("pyspark", "pypdf", "semantic_text_splitter")
 
 
-def imports_of(file: Path) -> set[str]:
-    """Every module name `file` imports, lazy imports included."""
-    names = set()
-    for node in ast.walk(ast.parse(file.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_no_query_side_module_imports_a_build_side_module_or_spark_or_the_pdf_parser():
-    offending = {str(file.relative_to(LIB)): sorted(name for name in imports_of(file)
+    offending = {str(file.relative_to(LIB)): sorted(name for name in module_imports(file)
                                                     if name.startswith(BUILD_SIDE) or name.split(".")[0] in BLOCKED)
                  for file in query_side_files()}
     assert {file: names for file, names in offending.items() if names} == {}
@@ -35,7 +22,7 @@ def test_no_query_side_module_imports_a_build_side_module_or_spark_or_the_pdf_pa
 def test_the_layering_check_sees_a_build_side_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from lakerag.lakehouse.tables import ACTIVE\n    import pyspark.sql\n")
-    assert imports_of(module) == {"lakerag.lakehouse.tables", "pyspark.sql"}
+    assert module_imports(module) == {"lakerag.lakehouse.tables", "pyspark.sql"}
 
 
 BLOCKING_IMPORT = f"""

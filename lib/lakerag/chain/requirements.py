@@ -28,15 +28,20 @@ def query_side_files() -> list[Path]:
     return files
 
 
+def module_imports(file: Path) -> set[str]:
+    """Every module name `file` imports (dotted, as written), lazy imports included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
 def imported_modules(files: list[Path]) -> set[str]:
     """Top-level names of the modules imported anywhere in `files` (not lakerag, not stdlib)."""
-    names: set[str] = set()
-    for file in files:
-        for node in ast.walk(ast.parse(file.read_text(), str(file))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+    names = {name.split(".")[0] for file in files for name in module_imports(file)}
     return {n for n in names if n != "lakerag" and n not in sys.stdlib_module_names and n != "__future__"}
 
 

@@ -19,25 +19,30 @@ def agent_request(messages: list[dict[str, Any]], filters: list[str] | None = No
     return {"input": messages, "custom_inputs": {"filters": list(filters or [])}}
 
 
-def _text(content: Any) -> Any:
+def message_text(content: Any) -> Any:
     """A message's content as one string (Responses content may be a list of text parts)."""
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content
 
 
+def parse_filters(filters: Any, field: str = "custom_inputs.filters") -> Filters:
+    """Filter strings of a request (None: no filter) -> Filters; raises BadRequest naming `field`."""
+    filters = filters or []
+    if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+        raise BadRequest(f'{field} must be a list of strings like "file=debian-faq.pdf"')
+    try:
+        return Filters.parse(filters)
+    except ValueError as err:
+        raise BadRequest(str(err)) from err
+
+
 def chain_input(request: Any) -> tuple[list[dict[str, Any]], Filters]:
     """A ResponsesAgentRequest (or its dict) -> the chain's messages and filters; raises BadRequest."""
     body = request.model_dump(exclude_none=True) if hasattr(request, "model_dump") else dict(request)
-    messages = [{"role": item.get("role"), "content": _text(item.get("content"))}
+    messages = [{"role": item.get("role"), "content": message_text(item.get("content"))}
                 for item in body.get("input", []) if isinstance(item, dict)]
-    filters = (body.get("custom_inputs") or {}).get("filters") or []
-    if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
-        raise BadRequest('custom_inputs.filters must be a list of strings like "file=debian-faq.pdf"')
-    try:
-        return messages, Filters.parse(filters)
-    except ValueError as err:
-        raise BadRequest(str(err)) from err
+    return messages, parse_filters((body.get("custom_inputs") or {}).get("filters"))
 
 
 def annotations(result: dict[str, Any]) -> list[dict[str, Any]]:

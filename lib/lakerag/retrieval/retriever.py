@@ -153,14 +153,14 @@ class Retriever:
     def documents(self) -> list[dict[str, Any]]:
         """The indexed documents with their top-level section titles in page order, by title
         (the chat page's filters)."""
-        rows = self.chunks[self.chunks["heading_path"].map(len) > 0]
-        documents = []
-        for doc_id, chunks in self.chunks.groupby("doc_id"):
-            first = chunks.iloc[0]
-            tops = (rows[rows["doc_id"] == doc_id].assign(top=lambda c: c["heading_path"].map(lambda p: p[0]))
-                    .groupby("top")["page_start"].min().sort_values())
-            documents.append({"doc_id": doc_id, "title": first.title, "file_name": first.file_name,
-                              "sections": tops.index.tolist()})
+        headed = self.chunks[self.chunks["heading_path"].map(len) > 0]
+        first_page = (headed.assign(top=headed["heading_path"].map(lambda path: path[0]))
+                      .groupby(["doc_id", "top"])["page_start"].min().reset_index()
+                      .sort_values(["doc_id", "page_start"], kind="stable"))
+        tops = first_page.groupby("doc_id")["top"].apply(list).to_dict()
+        named = self.chunks.drop_duplicates("doc_id")
+        documents = [{"doc_id": row.doc_id, "title": row.title, "file_name": row.file_name,
+                      "sections": tops.get(row.doc_id, [])} for row in named.itertuples(index=False)]
         return sorted(documents, key=lambda d: d["title"].lower())
 
     def embed_query(self, query: str) -> np.ndarray:

@@ -31,10 +31,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from lakerag.chain.rag import BadRequest, validate_messages
-from lakerag.chain.responses import agent_request, answer_of
+from lakerag.chain.responses import agent_request, answer_of, message_text, parse_filters
 from lakerag.serving.documents import PdfStore
 from lakerag.serving.feedback import Feedback, log_feedback
-from lakerag.retrieval.retriever import Filters
 from lakerag.settings import ChainSettings
 
 log = logging.getLogger(__name__)
@@ -74,15 +73,9 @@ def request_rows(payload: Any, limits: ChainSettings) -> tuple[bool, list[dict[s
 
 def _checked(messages: Any, filters: Any, limits: ChainSettings) -> dict[str, Any]:
     """Messages and filter strings, validated, as a ResponsesAgent request; raises BadRequest."""
-    filters = filters or []
-    if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
-        raise BadRequest('"filters" must be a list of strings like "file=debian-faq.pdf"')
-    try:
-        Filters.parse(filters)
-    except ValueError as err:
-        raise BadRequest(str(err)) from err
+    parse_filters(filters, '"filters"')
     if isinstance(messages, list):  # Responses content may be a list of text parts
-        messages = [{**m, "content": "".join(p.get("text", "") for p in m["content"] if isinstance(p, dict))}
+        messages = [{**m, "content": message_text(m["content"])}
                     if isinstance(m, dict) and isinstance(m.get("content"), list) else m for m in messages]
     return agent_request(validate_messages(messages, limits), filters)
 
