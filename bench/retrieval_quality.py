@@ -1,22 +1,31 @@
-"""Benchmark: retrieval quality on the Debian FAQ, from the PDF, with questions written by others.
+"""Benchmark: retrieval quality, from the PDFs, on two question sets, with each step of issue 18.
 
-The Debian FAQ's authors wrote each question as a heading and its answer as the section below
-it. The whole pipeline runs on data/corpus/manuals/debian-faq.pdf (bronze -> silver -> gold ->
-index); the parser cuts the heading from the section text, so the question's words are not
-indexed with its answer. Each question (a section title ending in "?") is a query and its own
-section is the one relevant result. Prints recall@5, MRR@10 and nDCG@10 (computed with ranx) for
-BM25, dense, hybrid and hybrid + rerank; writes bench/results/retrieval_quality.json. The
-reranker's mpnet vectors are embedded by the gold job (gold.extra_models), as a deployment
-that reranks would configure it.
-
-Baselines from ../shared/MODELS.md, measured on the FAQ's plain-text edition: BM25 0.566,
-MiniLM 0.754, MiniLM top-20 rescored by mpnet 0.830 nDCG@10. Goal: hybrid + rerank >= 0.85.
+The whole pipeline (bronze -> silver -> gold with MiniLM and the reranker's mpnet -> index) runs
+on the three manuals of data/corpus/manuals (614 section chunks), once per text form of the index:
+  plain      each chunk's text alone (before issue 18)
+  context    "document title > heading path" on a first line above the text (the product default)
+  withheld   as context, but each chunk's heading path stops before its own section's heading
+             (a benchmark mode, not a product setting: it measures retrieval of the body)
+Question sets, each question with one relevant section:
+  faq        the Debian FAQ's own questions: its authors wrote each question as the heading of
+             the section that answers it (so "context" sees the question's words in its heading)
+  generated  questions the local LLM wrote from sections of the three manuals, test split
+             (bench/data/generated_questions.json, written by `lakerag generate-eval-set`; the
+             questions are written from the body, so no mode withholds anything from them)
+Configurations (query time, same index): the retrievers alone, the pre-issue-18 defaults
+(equal reciprocal rank fusion, mpnet rescoring alone), and the weighted/normalised fusions and
+blended rescoring of retrieval.* with a sweep of bm25_weight. Prints nDCG@10, recall@1,
+recall@5 (ranx) and the p50 of a search; writes bench/results/retrieval_quality.json.
 
     .venv/bin/python bench/retrieval_quality.py
+    .venv/bin/python bench/retrieval_quality.py --files debian-faq.pdf --variants plain   # one PDF
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import statistics
 import sys
 import tempfile
 import time
@@ -30,40 +39,118 @@ from common import silver_lakehouse, write_result  # noqa: E402
 
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
+from lakerag.ingest.pdf_parse import compatible  # noqa: E402
+from lakerag.lakehouse.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_DOCUMENTS, SILVER_SECTIONS  # noqa: E402
 from lakerag.retrieval.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
-from lakerag.lakehouse.tables import SILVER_SECTIONS  # noqa: E402
 
-METRICS = ["recall@5", "mrr@10", "ndcg@10"]
+METRICS = ["ndcg@10", "recall@1", "recall@5"]
 DEPTH = 10
+MANUALS = ["debian-faq.pdf", "R-intro.pdf", "R-data.pdf"]
+GENERATED = Path(__file__).parent / "data" / "generated_questions.json"
+VARIANTS = ("plain", "context", "withheld")
+BEFORE = {"fusion": "rrf", "bm25_weight": 1.0, "rerank_first_stage_weight": 0.0}  # pre-issue-18 defaults
+# name -> (mode, rerank, retrieval.* overrides)
+CONFIGS: dict[str, tuple[str, bool, dict]] = {
+    "bm25": ("bm25", False, {}),
+    "dense": ("dense", False, {}),
+    "dense + rescore (mpnet alone)": ("dense", True, {"rerank_first_stage_weight": 0.0}),
+    "hybrid rrf equal (before)": ("hybrid", False, BEFORE),
+    "hybrid rrf equal + rescore mpnet alone (before default)": ("hybrid", True, BEFORE),
+    "hybrid rrf bm25 0.3": ("hybrid", False, {"fusion": "rrf", "bm25_weight": 0.3}),
+    **{f"hybrid zscore bm25 {w}": ("hybrid", False, {"bm25_weight": w}) for w in (0.1, 0.3, 0.5, 1.0)},
+    "hybrid zscore bm25 0.3 + rescore mpnet alone": ("hybrid", True, {"rerank_first_stage_weight": 0.0}),
+    **{f"hybrid zscore bm25 {w} + rescore blended": ("hybrid", True, {"bm25_weight": w}) for w in (0.1, 0.3, 0.5, 1.0)},
+}
+
+
+def key(file_name: str, heading_path: list[str]) -> str:
+    """A section's identity across parser versions: its file and its NFKC, lower-cased heading path."""
+    return file_name + "|" + " > ".join(compatible(part).lower() for part in heading_path)
+
+
+def question_sets(spark, lakehouse) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+    """{section_id: question} pairs of the FAQ set and the generated set: ({qid: question},
+    {qid: section_id}), and how many generated questions could not be matched to a section."""
+    sections = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
+                .join(spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "file_name"), "doc_id"))
+    rows = sections.select("section_id", "file_name", "heading_path", "title", "text").collect()
+    faq = {f"faq:{r.section_id}": (r.title, r.section_id) for r in rows
+           if r.file_name == "debian-faq.pdf" and r.title.endswith("?") and r.text.strip()}
+    by_key = {key(r.file_name, list(r.heading_path)): r.section_id for r in rows}
+    generated, unmatched = {}, 0
+    for item in json.loads(GENERATED.read_text())["questions"] if GENERATED.is_file() else []:
+        if item["split"] != "test" or item["file_name"] not in {r.file_name for r in rows}:
+            continue
+        section = by_key.get(key(item["file_name"], item["heading_path"]))
+        if section is None:
+            unmatched += 1
+        else:
+            generated[f"gen:{item['question_id']}"] = (item["question"], section)
+    return faq, generated, {"generated_unmatched": unmatched}
+
+
+def withhold_own_heading(spark, lakehouse) -> None:
+    """Cut each silver chunk's heading path before its own section's heading (benchmark mode),
+    and empty gold: the chunk ids stay the same, so gold would keep the vectors with headings."""
+    name = lakehouse.table(SILVER_CHUNKS.name)
+    schema = spark.table(name).schema
+    cut = spark.table(name).withColumn("heading_path", F.slice("heading_path", 1, F.size("heading_path") - 1))
+    spark.createDataFrame(cut.toPandas(), schema).write.insertInto(name, overwrite=True)
+    gold = lakehouse.table(GOLD_EMBEDDINGS.name)
+    spark.createDataFrame([], spark.table(gold).schema).write.insertInto(gold, overwrite=True)
+
+
+def measure(retriever: Retriever, questions: dict[str, tuple[str, str]], mode: str, rerank: bool) -> dict:
+    """nDCG@10, recall@1, recall@5 and p50 ms of `questions` ({qid: (question, section_id)})."""
+    run, took = {}, []
+    for qid, (question, _) in questions.items():
+        started = time.perf_counter()
+        hits = retriever.search(question, k=DEPTH, mode=mode, rerank=rerank)
+        took.append((time.perf_counter() - started) * 1000)
+        run[qid] = {hit.section_id: float(DEPTH - rank) for rank, hit in enumerate(hits)} or {"none": 0.0}
+    scores = evaluate(Qrels({qid: {section: 1} for qid, (_, section) in questions.items()}), Run(run), METRICS)
+    return {**{metric: round(float(value), 3) for metric, value in scores.items()},
+            "p50_ms": round(statistics.median(took), 1)}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", nargs="+", default=MANUALS, help="PDFs of data/corpus to index")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--result", default="retrieval_quality", help="name of the result file in bench/results")
+    args = parser.parse_args()
     base = Settings()
-    settings = dataclasses.replace(base, gold=dataclasses.replace(base.gold, extra_models=(base.models.rerank,)))
-    started = time.perf_counter()
+    results: dict = {"files": args.files, "variants": {}}
     with tempfile.TemporaryDirectory() as root:
-        with silver_lakehouse(Path(root), settings, ["debian-faq.pdf"]) as (spark, lakehouse):
-            run_gold(spark, lakehouse, settings)
-            folder = build_index(spark, lakehouse, settings, Path(root) / "indexes").folder
-            questions = {r.section_id: r.title for r in spark.table(lakehouse.table(SILVER_SECTIONS.name))
-                         .filter(F.col("title").endswith("?") & (F.length(F.trim("text")) > 0)).collect()}
-        build_s = time.perf_counter() - started
-        retriever = Retriever.from_settings(folder, settings)
-        qrels = Qrels({qid: {qid: 1} for qid in questions})
-        print(f"{len(questions)} questions from the Debian FAQ PDF, {retriever.manifest['vectors']} "
-              f"{settings.retrieval.strategy} chunks indexed (pipeline built in {build_s:.0f} s)")
-        results = {"questions": len(questions)}
-        for name, mode, rerank in [("bm25", "bm25", False), ("dense", "dense", False),
-                                   ("hybrid", "hybrid", False), ("hybrid+rerank", "hybrid", True)]:
-            run = {}
-            for qid, question in questions.items():
-                hits = retriever.search(question, k=DEPTH, mode=mode, rerank=rerank)
-                run[qid] = {hit.section_id: float(DEPTH - rank) for rank, hit in enumerate(hits)} or {"none": 0.0}
-            scores = evaluate(qrels, Run(run), METRICS)
-            results[name] = {metric: round(float(value), 3) for metric, value in scores.items()}
-            print(f"{name:<14} " + "  ".join(f"{metric} {value:.3f}" for metric, value in scores.items()))
-    write_result("retrieval_quality", results)
+        with silver_lakehouse(Path(root), base, args.files) as (spark, lakehouse):
+            faq, generated, counts = question_sets(spark, lakehouse)
+            results.update(counts, faq_questions=len(faq), generated_questions=len(generated))
+            print(f"{len(faq)} Debian FAQ questions, {len(generated)} generated test questions "
+                  f"({counts['generated_unmatched']} not matched to a section)")
+            for variant in sorted(args.variants, key=VARIANTS.index):  # withheld last: it edits silver
+                settings = dataclasses.replace(base, gold=dataclasses.replace(
+                    base.gold, extra_models=(base.models.rerank,), contextual_text=variant != "plain"))
+                if variant == "withheld":
+                    withhold_own_heading(spark, lakehouse)
+                started = time.perf_counter()
+                run_gold(spark, lakehouse, settings)
+                folder = build_index(spark, lakehouse, settings, Path(root) / "indexes" / variant).folder
+                build_s = time.perf_counter() - started
+                sets = {"faq": faq, "generated": generated} if variant != "withheld" else {"faq": faq}
+                table: dict = {}
+                for name, (mode, rerank, overrides) in CONFIGS.items():
+                    retriever = Retriever(folder, dataclasses.replace(settings.retrieval, **overrides),
+                                          settings.models.rerank)
+                    table[name] = {set_name: measure(retriever, questions, mode, rerank)
+                                   for set_name, questions in sets.items() if questions}
+                    print(f"{variant:<8} {name:<58} " + "   ".join(
+                        f"{set_name} " + " ".join(f"{value}" for value in figures.values())
+                        for set_name, figures in table[name].items()), flush=True)
+                results["variants"][variant] = {"gold_and_index_s": round(build_s, 1),
+                                                "vectors": retriever.manifest["vectors"], "configs": table}
+    print("columns per set: " + " ".join(METRICS) + " p50_ms")
+    write_result(args.result, results)
 
 
 if __name__ == "__main__":

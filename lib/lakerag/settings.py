@@ -90,6 +90,10 @@ class GoldSettings:
     # Also embed the ok rows of silver_section_summaries (for llm.* and summaries.prompt_version)
     # as kind `summary`: a query can match a section's summary and get the whole section.
     summaries: bool = True
+    # What a chunk's vectors and its BM25 entry are made of: its document's title and its
+    # section's heading path on a first line, then the chunk's text (false: the text alone).
+    # The prompt and citations always show the text alone.
+    contextual_text: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))
@@ -109,10 +113,20 @@ class RetrievalSettings:
     # Exact (flat) inner-product search up to this many vectors, HNSW above.
     exact_below: int = 200_000
     candidates: int = 50  # per retriever, before fusion
+    # hybrid mode: how the dense and BM25 rankings are fused. zscore: each retriever's scores of
+    # the union of their candidates as standard deviations from their mean, weighted and added
+    # (a weak BM25 given a small weight no longer drags dense down); rrf: weighted reciprocal
+    # rank fusion, sum of weight / (rrf_k + rank). Defaults: bench/retrieval_quality.py.
+    fusion: str = "zscore"
+    dense_weight: float = 1.0
+    bm25_weight: float = 0.3
     rrf_k: int = 60  # reciprocal rank fusion constant
     # none | rescore (cosine with models.rerank over the top candidates) | cross-encoder
     reranker: str = "rescore"
     rerank_candidates: int = 20
+    # The rescored order adds this weight times the first stage's score (both as z-scores over
+    # the rerank candidates) to the reranker's: 0 = the reranker's order alone.
+    rerank_first_stage_weight: float = 1.0
     cross_encoder: str = ""  # folder of a sentence-transformers CrossEncoder, for reranker: cross-encoder
     # Where the served chain finds its index (the index is data, not part of the model):
     # local = the newest version under index_root for the embedding model and strategy
@@ -134,6 +148,10 @@ class RetrievalSettings:
             raise SettingsError("retrieval.backend: vector_search needs retrieval.vector_search_endpoint")
         if self.index_refresh_s < 0:
             raise SettingsError("retrieval.index_refresh_s must be >= 0")
+        if self.fusion not in ("zscore", "rrf"):
+            raise SettingsError(f"retrieval.fusion: {self.fusion!r} must be zscore or rrf")
+        if min(self.dense_weight, self.bm25_weight, self.rerank_first_stage_weight) < 0:
+            raise SettingsError("retrieval.dense_weight, bm25_weight and rerank_first_stage_weight must be >= 0")
         if self.reranker not in RERANKERS:
             raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
         if self.reranker == "cross-encoder" and not self.cross_encoder:

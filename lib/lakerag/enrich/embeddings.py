@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyspark.sql.functions as F
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.weights import load_sentence_model, model_version
@@ -26,6 +26,7 @@ from lakerag.enrich.summaries import summary_text
 from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
     SUMMARY,
@@ -87,12 +88,31 @@ def summary_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings)
                     summary_text().alias("text")))
 
 
+def indexed_text(contextual: bool) -> Column:
+    """What is embedded and BM25-indexed for a chunk row that has `title` (its document's),
+    `heading_path` and `text`: with `contextual`, "title > heading > subheading" on a first line
+    above the text (a manual's most telling words are often its headings), else the text."""
+    if not contextual:
+        return F.col("text")
+    # array_distinct: outline-less documents start their heading path with the title.
+    path = F.array_distinct(F.concat(F.array(F.coalesce(F.col("title"), F.lit(""))), F.col("heading_path")))
+    return F.concat_ws("\n", F.array_join(F.filter(path, lambda part: part != ""), " > "), F.col("text"))
+
+
+def vector_version(model: str, settings: Settings) -> str:
+    """What a stored vector was made by: the weights, and the form of the text it embeds (a
+    change of either re-embeds)."""
+    return model_version(model) + ("+context" if settings.gold.contextual_text else "")
+
+
 def gold_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
     """Everything gold should hold a vector of: chunks of gold.strategies, and summaries."""
+    titles = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title")
     items = (spark.table(lakehouse.table(SILVER_CHUNKS.name))
              .filter(F.col("strategy").isin(*settings.gold.strategies))
+             .join(titles, "doc_id", "left")
              .select(F.col("chunk_id").alias("item_id"), F.lit("chunk").alias("kind"), "doc_id",
-                     "section_id", "strategy", "text"))
+                     "section_id", "strategy", indexed_text(settings.gold.contextual_text).alias("text")))
     if settings.gold.summaries:
         items = items.unionByName(summary_items(spark, lakehouse, settings))
     return items
@@ -107,7 +127,7 @@ def run_gold(
     items = gold_items(spark, lakehouse, settings)
     report = GoldReport()
     for model in embedding_models(settings):
-        version = model_version(model)
+        version = vector_version(model, settings)
         have = spark.table(gold_table).filter(F.col("model_name") == model)
         current = have.filter(F.col("model_version") == version).select("item_id")
         stale = (have.select("item_id", "model_name", "model_version")

@@ -11,6 +11,7 @@ import numpy as np
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
+from lakerag.enrich.embeddings import indexed_text
 from lakerag.enrich.summaries import summary_text
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.lakehouse.tables import (
@@ -79,8 +80,11 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
                   .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint"),
                         "chunk_id"))
+    # BM25 indexes what gold embedded: the chunk with its title and heading path, a summary as is.
     chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, vectors_of, chunk_rows))
               .join(documents, "doc_id")
+              .withColumn("indexed_text", F.when(F.col("kind") == SUMMARY, F.col("text"))
+                          .otherwise(indexed_text(settings.gold.contextual_text)))
               .orderBy("chunk_id")
               .toPandas())
     if chunks.empty:

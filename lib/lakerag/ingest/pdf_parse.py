@@ -11,6 +11,7 @@ import io
 import logging
 import re
 import statistics
+import unicodedata
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-3"
+PARSER_VERSION = "pypdf-layout-4"  # 4: NFKC text, running header bands
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
@@ -90,7 +91,7 @@ class Line:
                 parts.append(" ")
             parts.append(run.text)
             previous = run
-        return " ".join("".join(parts).split())
+        return " ".join(compatible("".join(parts)).split())
 
 
 @dataclass
@@ -149,6 +150,12 @@ def valid_unicode(text: str) -> str:
     which cannot be encoded as UTF-8, so one such glyph would fail the whole batch's write.
     """
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def compatible(text: str) -> str:
+    """NFKC: ligatures and compatibility characters as plain letters ("\ufb01les" -> "files"), so
+    search and the tokenizer match them with what people type."""
+    return unicodedata.normalize("NFKC", text)
 
 
 class _WarningCollector(logging.Handler):
@@ -403,16 +410,53 @@ def is_contents_page(lines: list[Line]) -> bool:
     return leaders >= 0.3 * len(lines) or numbered >= 0.6 * len(lines)
 
 
+def _pitch(pages: list[list[Line]]) -> float:
+    """The document's usual distance between consecutive baselines."""
+    gaps: list[float] = []
+    for page in pages:
+        heights = sorted({round(line.y, 1) for line in page}, reverse=True)
+        gaps.extend(upper - lower for upper, lower in zip(heights, heights[1:]))
+    return statistics.median(gaps) if gaps else 12.0
+
+
+def running_band_lines(pages: list[list[Line]]) -> set[int]:
+    """ids of running headers and footers whose text varies from page to page ("CHAPTER 9. ...
+    9.2. MUST I ...", "Chapter 7: R Miscellanea 35"): the lines at a page's top (or bottom)
+    baseline when many pages have their top (bottom) line at that height and it is set apart
+    from the rest of the page by more than 1.6 line pitches. A body whose first line starts at
+    the same height on every page is kept: its next line follows at one pitch."""
+    pitch = _pitch(pages)
+    found: set[int] = set()
+    for extreme in (max, min):
+        edges: list[tuple[float, list[Line], float]] = []  # (height, lines on it, gap to the rest)
+        for page in pages:
+            if len(page) < 2:
+                continue
+            height = extreme(line.y for line in page)
+            band = [line for line in page if abs(line.y - height) <= 1.0]
+            rest = [abs(line.y - height) for line in page if abs(line.y - height) > 1.0]
+            if rest:
+                edges.append((height, band, min(rest)))
+        counts = Counter(round(height / 3) for height, _, _ in edges)
+        threshold = max(5, 0.3 * len(edges))  # a running header runs over several pages
+        for height, band, gap in edges:
+            if counts[round(height / 3)] >= threshold and gap > 1.6 * pitch:
+                found.update(id(line) for line in band)
+    return found
+
+
 def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
-    """Remove running headers/footers and bare page numbers that repeat across pages, and
-    table-of-contents pages."""
+    """Remove running headers/footers (repeating text, or varying text in a running band), bare
+    page numbers, and table-of-contents pages."""
     def key(line: Line) -> tuple[str, int]:
         return re.sub(r"\d+", "#", line.text.lower()), round(line.y / 3)
 
     seen = Counter(k for page in pages for k in {key(line) for line in page})
     threshold = max(3, len(pages) // 2)
+    banded = running_band_lines(pages)
     kept = [
-        [line for line in page if seen[key(line)] < threshold and not re.fullmatch(r"[\divxlc]{1,4}", line.text)]
+        [line for line in page if seen[key(line)] < threshold and id(line) not in banded
+         and not re.fullmatch(r"[\divxlc]{1,4}", line.text)]
         for page in pages
     ]
     return [[] if is_contents_page(page) else page for page in kept]
@@ -476,7 +520,7 @@ def outline_entries(reader: PdfReader, warnings: list[str] | None = None) -> lis
             if page is None or page < 0:
                 continue
             top = item.get("/Top") if hasattr(item, "get") else None
-            title = " ".join(valid_unicode(str(item.title or "")).split())
+            title = " ".join(compatible(valid_unicode(str(item.title or ""))).split())
             if title:
                 entries.append(OutlineEntry(title, level, page + 1, float(top) if top is not None else None))
 
@@ -591,7 +635,7 @@ def document_title(reader: PdfReader) -> str | None:
         title = (reader.metadata or {}).get("/Title")
     except Exception:  # noqa: BLE001 - broken info dictionaries are common
         return None
-    title = " ".join(valid_unicode(str(title or "")).split())
+    title = " ".join(compatible(valid_unicode(str(title or ""))).split())
     return title or None
 
 

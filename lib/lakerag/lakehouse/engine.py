@@ -85,6 +85,10 @@ def _sail_session(lakehouse: Lakehouse) -> Iterator[SparkSession]:
         f'[{{type="memory", name="{lakehouse.catalog}", initial_database=["{lakehouse.schema}"]}}]'
     )
     os.environ["SAIL_CATALOG__DEFAULT_CATALOG"] = lakehouse.catalog
+    # Sail drops a session idle for 900 s; jobs that spend longer in the LLM between two Spark
+    # calls (generate-eval-set, summarize-sections) then lost all their work at the final write.
+    # The embedded server lives only as long as this process, so its session need not expire.
+    os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(7 * 24 * 3600))
     # spark-submit exports MASTER=local[*] for the JVM it started; our engine is Sail, and the
     # Spark Connect client refuses a remote URL while MASTER is set.
     os.environ.pop("MASTER", None)

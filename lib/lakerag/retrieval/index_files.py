@@ -3,7 +3,7 @@
 
 An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
 `dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
-summary, text, citation fields, tags), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
+summary, text, indexed_text (what was embedded and BM25-indexed), citation fields, tags), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
@@ -25,7 +25,7 @@ from lakerag.settings import Settings
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
-INDEX_FORMAT = 3  # 2: summary rows (kind column); 3: the page of each section paragraph
+INDEX_FORMAT = 4  # 2: summary rows (kind column); 3: the page of each section paragraph; 4: indexed_text
 MANIFEST = "manifest.json"
 
 
@@ -57,7 +57,7 @@ def write_index(
     scratch.mkdir(parents=True)
     faiss.write_index(dense_index(vectors, exact_below), str(scratch / "dense.faiss"))
     sparse = bm25s.BM25()
-    sparse.index(bm25_tokens(chunks["text"].tolist()), show_progress=False)
+    sparse.index(bm25_tokens(chunks["indexed_text"].tolist()), show_progress=False)
     sparse.save(str(scratch / "bm25"))
     chunks.to_parquet(scratch / "chunks.parquet", index=False)
     sections.to_parquet(scratch / "sections.parquet", index=False)

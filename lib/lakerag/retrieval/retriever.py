@@ -1,8 +1,9 @@
 """Query-time retrieval over an index folder: plain Python, no Spark.
 
-dense (FAISS) | bm25 (bm25s) | hybrid (reciprocal rank fusion of both), metadata filters
-applied inside each retriever, an optional reranking stage (cosine rescoring with a larger
-bi-encoder, or a CrossEncoder from a folder), and parent expansion: hits are grouped by
+dense (FAISS) | bm25 (bm25s) | hybrid (both fused: weighted z-scores or weighted reciprocal
+rank fusion), metadata filters applied inside each retriever, an optional reranking stage
+(cosine rescoring with a larger bi-encoder, or a CrossEncoder from a folder, blended with the
+first stage's score), and parent expansion: hits are grouped by
 section and carry the whole section text for the prompt, whether a chunk of the section or its
 LLM summary matched.
 """
@@ -20,9 +21,17 @@ import numpy as np
 import pandas as pd
 
 from lakerag.retrieval.index_files import MANIFEST, bm25_tokens
+from lakerag.settings import RetrievalSettings
 from lakerag.weights import load_sentence_model, model_path
 
 MODES = ("dense", "bm25", "hybrid")
+
+
+def zscores(scores: np.ndarray) -> np.ndarray:
+    """Scores as standard deviations from their mean (zeros when all are equal), so that a
+    cosine and a BM25 score can be weighed against each other."""
+    spread = float(scores.std())
+    return (scores - scores.mean()) / spread if spread > 0 else np.zeros(len(scores))
 
 
 @dataclass(frozen=True)
@@ -113,8 +122,8 @@ class Hit:
 class Retriever:
     """Searches one index folder; load it once, query many times."""
 
-    def __init__(self, folder: Path, reranker: str = "rescore", rerank_model: str = "all-mpnet-base-v2",
-                 cross_encoder: str = "", candidates: int = 50, rrf_k: int = 60, rerank_candidates: int = 20):
+    def __init__(self, folder: Path, retrieval: RetrievalSettings = RetrievalSettings(),
+                 rerank_model: str = "all-mpnet-base-v2"):
         self.folder = Path(folder)
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         self.chunks = pd.read_parquet(self.folder / "chunks.parquet")
@@ -130,8 +139,7 @@ class Retriever:
         self.sparse = bm25s.BM25.load(str(self.folder / "bm25"))
         stored = self.folder / "rerank.npy"
         self.rerank_vectors = np.load(stored) if stored.is_file() and self.manifest.get("rerank_model") == rerank_model else None
-        self.reranker, self.rerank_model, self.cross_encoder = reranker, rerank_model, cross_encoder
-        self.candidates, self.rrf_k, self.rerank_candidates = candidates, rrf_k, rerank_candidates
+        self.settings, self.rerank_model = retrieval, rerank_model
         self._encoded: dict[str, np.ndarray] = {}  # rerank vectors encoded on demand, by chunk id
         self._section_of_row = self.chunks["section_id"].to_numpy()
         # BM25 runs beside the dense search: query encoding and FAISS release the GIL.
@@ -140,9 +148,7 @@ class Retriever:
     @classmethod
     def from_settings(cls, folder: Path, settings) -> "Retriever":
         """A retriever configured by `settings.retrieval` and `settings.models`."""
-        retrieval = settings.retrieval
-        return cls(folder, retrieval.reranker, settings.models.rerank, retrieval.cross_encoder,
-                   retrieval.candidates, retrieval.rrf_k, retrieval.rerank_candidates)
+        return cls(folder, settings.retrieval, settings.models.rerank)
 
     @property
     def version(self) -> dict[str, Any]:
@@ -197,27 +203,45 @@ class Retriever:
                                             n_threads=1)
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if s > 0]
 
-    def fuse(self, *rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        """Reciprocal rank fusion: sum of 1 / (rrf_k + rank) over the rankings."""
-        fused: dict[int, float] = {}
-        for ranking in rankings:
-            for rank, (row, _) in enumerate(ranking, start=1):
-                fused[row] = fused.get(row, 0.0) + 1.0 / (self.rrf_k + rank)
-        return sorted(fused.items(), key=lambda item: -item[1])
+    def fuse(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], query: np.ndarray,
+             tokens: list[str]) -> list[tuple[int, float]]:
+        """The dense and BM25 rankings as one, by retrieval.fusion and its weights."""
+        config = self.settings
+        if config.fusion == "rrf":
+            fused: dict[int, float] = {}
+            for ranking, weight in ((dense, config.dense_weight), (sparse, config.bm25_weight)):
+                for rank, (row, _) in enumerate(ranking, start=1):
+                    fused[row] = fused.get(row, 0.0) + weight / (config.rrf_k + rank)
+            return sorted(fused.items(), key=lambda item: -item[1])
+        rows = np.array(sorted({row for row, _ in dense} | {row for row, _ in sparse}), dtype=np.int64)
+        if not len(rows):
+            return []
+        # Both scores of every candidate, also where it was below the other retriever's cut.
+        cosines = self.dense.reconstruct_batch(rows) @ query
+        bm25 = self.sparse.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))
+        fused_scores = config.dense_weight * zscores(cosines) + config.bm25_weight * zscores(bm25)
+        order = np.argsort(-fused_scores, kind="stable")
+        return [(int(rows[i]), float(fused_scores[i])) for i in order]
 
     def rerank(self, query: str, ranking: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        """Rescore the top candidates with the reranker; the rest keep their order below them."""
-        if self.reranker == "none" or not ranking:
+        """Rescore the top candidates with the reranker (plus retrieval.rerank_first_stage_weight
+        times their first-stage score); the rest keep their order below them."""
+        config = self.settings
+        if config.reranker == "none" or not ranking:
             return ranking
-        head, tail = ranking[: self.rerank_candidates], ranking[self.rerank_candidates:]
+        head, tail = ranking[: config.rerank_candidates], ranking[config.rerank_candidates:]
         rows = [row for row, _ in head]
-        texts = self.chunks["text"].iloc[rows].tolist()
-        if self.reranker == "cross-encoder":
-            scores = self._cross_encoder().predict([(query, text) for text in texts], show_progress_bar=False)
+        texts = self.chunks["indexed_text"].iloc[rows].tolist()  # what the stored vectors embed
+        if config.reranker == "cross-encoder":
+            scores = np.asarray(self._cross_encoder().predict([(query, text) for text in texts],
+                                                              show_progress_bar=False), dtype=np.float64)
         else:
             model = load_sentence_model(self.rerank_model)
             q = model.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
-            scores = self._rerank_vectors(rows, texts) @ q
+            scores = (self._rerank_vectors(rows, texts) @ q).astype(np.float64)
+        if config.rerank_first_stage_weight:
+            first = np.array([score for _, score in head])
+            scores = zscores(scores) + config.rerank_first_stage_weight * zscores(first)
         rescored = sorted(zip(rows, (float(s) for s in scores)), key=lambda item: -item[1])
         return rescored + tail
 
@@ -238,7 +262,7 @@ class Retriever:
         from sentence_transformers import CrossEncoder
 
         if not hasattr(self, "_cross"):
-            self._cross = CrossEncoder(str(model_path(self.cross_encoder)), device="cpu")
+            self._cross = CrossEncoder(str(model_path(self.settings.cross_encoder)), device="cpu")
         return self._cross
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters = Filters(),
@@ -250,13 +274,14 @@ class Retriever:
         if not query.strip():
             raise ValueError("empty query")
         mask = filters.mask(self.chunks)
-        depth = max(self.candidates, k)
+        depth = max(self.settings.candidates, k)
         sparse = self._sparse_worker.submit(self.bm25_ranking, query, depth, mask) if mode != "dense" else None
         vector = self.embed_query(query)
-        rankings = [self.dense_ranking(vector, depth, mask)] if mode != "bm25" else []
-        if sparse is not None:
-            rankings.append(sparse.result())
-        ranking = rankings[0] if len(rankings) == 1 else self.fuse(*rankings)
+        dense = self.dense_ranking(vector, depth, mask) if mode != "bm25" else []
+        if mode == "hybrid":
+            ranking = self.fuse(dense, sparse.result(), vector[0], bm25_tokens([query])[0])
+        else:
+            ranking = dense if mode == "dense" else sparse.result()
         if rerank:
             ranking = self.rerank(query, ranking)
         return self._section_hits(ranking, k, vector[0])
