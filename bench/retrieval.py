@@ -6,14 +6,16 @@ re-normalised (so no two vectors are equal), and writes an index folder with the
 pipeline uses (flat FAISS below retrieval.exact_below, bm25s). Stored rerank vectors are random
 unit vectors of all-mpnet-base-v2's size: the reranker's cost is real (it encodes the query with
 mpnet and rescores 20 candidates), its scores are not. Queries are the Debian FAQ's questions.
-Prints p50/p99 per mode and raw FAISS (search only, and query encoding + search) in the same
-run; writes bench/results/retrieval.json.
+Prints p50/p99 per mode (hybrid with the default z-score fusion and blended rescoring, and
+with the RRF and mpnet-alone rescoring before issue 18) and raw FAISS (search only, and query
+encoding + search) in the same run; writes bench/results/retrieval.json.
 
     .venv/bin/python bench/retrieval.py [--size 100000] [--queries 100]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -32,7 +34,7 @@ from lakerag.enrich.embeddings import run_gold  # noqa: E402
 from lakerag.retrieval.index_files import write_index  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
 from lakerag.retrieval.retriever import Retriever  # noqa: E402
-from lakerag.settings import Settings  # noqa: E402
+from lakerag.settings import RetrievalSettings, Settings  # noqa: E402
 from lakerag.lakehouse.tables import SILVER_SECTIONS  # noqa: E402
 
 
@@ -62,7 +64,7 @@ def main() -> None:
             seed = build_index(spark, lh, settings, Path(root) / "seed").folder
             questions = [r.title for r in spark.table(lh.table(SILVER_SECTIONS.name))
                          .filter(F.col("title").endswith("?")).select("title").collect()]
-        base = Retriever(seed, reranker="none")
+        base = Retriever(seed, RetrievalSettings(reranker="none"))
         chunks, vectors = base.chunks, base.dense.reconstruct_n(0, base.dense.ntotal)
         copies = -(-args.size // len(chunks))
         big = chunks.loc[np.tile(np.arange(len(chunks)), copies)[: args.size]].reset_index(drop=True)
@@ -79,9 +81,13 @@ def main() -> None:
                              manifest, settings.retrieval.exact_below, rerank)
         build_s = time.perf_counter() - started
         retriever = Retriever.from_settings(folder, settings)
+        # the fusion and rescoring before issue 18, on the same index
+        before = Retriever(folder, dataclasses.replace(settings.retrieval, fusion="rrf", bm25_weight=1.0,
+                                                       rerank_first_stage_weight=0.0), settings.models.rerank)
         queries = (questions * (args.queries // len(questions) + 1))[: args.queries]
         for query in queries[:5]:  # load models, warm caches
             retriever.search(query, mode="hybrid")
+            before.search(query, mode="hybrid")
         results = {"chunks": args.size, "queries": len(queries), "index_build_s": round(build_s, 1)}
         query_vectors = {q: retriever.embed_query(q) for q in set(queries)}
         rows = [
@@ -89,7 +95,9 @@ def main() -> None:
             ("raw FAISS: encode query + search", lambda q: retriever.dense.search(retriever.embed_query(q), 50)),
             ("dense", lambda q: retriever.search(q, k=5, mode="dense", rerank=False)),
             ("bm25", lambda q: retriever.search(q, k=5, mode="bm25", rerank=False)),
+            ("hybrid rrf (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=False)),
             ("hybrid", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False)),
+            ("hybrid rrf + rerank (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=True)),
             ("hybrid+rerank", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=True)),
         ]
         print(f"{args.size} chunks (flat FAISS, bm25s), {len(queries)} queries, index written in {build_s:.1f} s")
