@@ -1,7 +1,7 @@
 """Benchmark: retrieval quality, from the PDFs, on two question sets, with each step of issue 18.
 
 The whole pipeline (bronze -> silver -> gold with MiniLM and the reranker's mpnet -> index) runs
-on the three manuals of data/corpus/manuals (614 section chunks), once per text form of the index:
+on the three manuals of data/corpus/manuals (606 section chunks), once per text form of the index:
   plain      each chunk's text alone (before issue 18)
   context    "document title > heading path" on a first line above the text (the product default)
   withheld   as context, but each chunk's heading path stops before its own section's heading
