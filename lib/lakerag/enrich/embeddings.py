@@ -26,7 +26,6 @@ from lakerag.enrich.summaries import summary_text
 from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
-    SILVER_DOCUMENTS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
     SUMMARY,
@@ -89,13 +88,15 @@ def summary_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings)
 
 
 def indexed_text(contextual: bool) -> Column:
-    """What is embedded and BM25-indexed for a chunk row that has `title` (its document's),
-    `heading_path` and `text`: with `contextual`, "title > heading > subheading" on a first line
-    above the text (a manual's most telling words are often its headings), else the text."""
+    """What is embedded and BM25-indexed for a silver_chunks row: with `contextual`, "document
+    title > heading > subheading" on a first line above the text (a manual's most telling words
+    are often its headings), else the text. The title comes from the chunk's own tags, so no
+    join reshuffles the chunks before embedding."""
     if not contextual:
         return F.col("text")
+    title = F.coalesce(F.col("tags").getItem("doc_title"), F.lit(""))
     # array_distinct: outline-less documents start their heading path with the title.
-    path = F.array_distinct(F.concat(F.array(F.coalesce(F.col("title"), F.lit(""))), F.col("heading_path")))
+    path = F.array_distinct(F.concat(F.array(title), F.col("heading_path")))
     return F.concat_ws("\n", F.array_join(F.filter(path, lambda part: part != ""), " > "), F.col("text"))
 
 
@@ -107,10 +108,8 @@ def vector_version(model: str, settings: Settings) -> str:
 
 def gold_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
     """Everything gold should hold a vector of: chunks of gold.strategies, and summaries."""
-    titles = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title")
     items = (spark.table(lakehouse.table(SILVER_CHUNKS.name))
              .filter(F.col("strategy").isin(*settings.gold.strategies))
-             .join(titles, "doc_id", "left")
              .select(F.col("chunk_id").alias("item_id"), F.lit("chunk").alias("kind"), "doc_id",
                      "section_id", "strategy", indexed_text(settings.gold.contextual_text).alias("text")))
     if settings.gold.summaries:
