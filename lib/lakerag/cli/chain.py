@@ -140,8 +140,9 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
         "search",
         help="query the latest index and print ranked hits with citations",
         description="Search the latest index for --conf's model and strategy. Modes: dense, bm25, "
-                    "hybrid (reciprocal rank fusion). Hits are sections (best chunk each) with "
-                    "title, file, pages and heading path.",
+                    "hybrid (retrieval.fusion: weighted z-scores of both by default, or weighted reciprocal "
+                    "rank fusion), then reranked (retrieval.reranker) unless --no-rerank. Hits are "
+                    "sections (best chunk each) with title, file, pages and heading path.",
     )
     search.add_argument("query", help="the question or keywords")
     search.add_argument("-k", type=int, default=5, help="hits to print (default %(default)s)")
