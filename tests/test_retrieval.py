@@ -98,13 +98,14 @@ def test_parent_expansion_returns_the_whole_section(spark, built, retriever):
 
 
 def test_rescore_reranker_rescores_the_top_candidates_of_a_real_index(built):
-    settings = Settings(retrieval=dataclasses.replace(Settings().retrieval, rerank_candidates=4,
-                                                      rerank_first_stage_weight=0.0))
+    settings = Settings(retrieval=dataclasses.replace(Settings().retrieval, rerank_first_stage_weight=0.0))
     reranking = Retriever.from_settings(built[1].folder, settings)
-    plain = reranking.search("read Excel spreadsheets into R", k=4, rerank=False)
+    plain = reranking.search("read Excel spreadsheets into R", k=20, rerank=False)
     reranked = reranking.search("read Excel spreadsheets into R", k=4)
-    assert {h.section_id for h in reranked} == {h.section_id for h in plain}
-    assert all(-1 <= h.score <= 1 for h in reranked)  # cosine of the rerank model
+    # the four come from the first stage's top 20 chunks, scored by the rerank model's cosine
+    # (the z-scores of the first stage reach past 1)
+    assert {h.section_id for h in reranked} <= {h.section_id for h in plain}
+    assert all(-1 <= h.score <= 1 for h in reranked) and any(h.score > 1 for h in plain[:4])
 
 
 def test_cross_encoder_reranker_runs_from_a_model_folder(built):
