@@ -12,27 +12,22 @@ bench/results/furniture.json.
 """
 from __future__ import annotations
 
-import re
 import sys
 import unicodedata
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CORPUS, write_result  # noqa: E402
 
-from lakerag.ingest.pdf_parse import ParseFailure, group_lines, open_pdf, page_runs, parse_pdf, running_band_lines  # noqa: E402
-
-
-def older_rules_keep(pages: list) -> set[int]:
-    """ids of the lines the rules before the running-band rule kept (repeats and page numbers)."""
-    def key(line):
-        return re.sub(r"\d+", "#", line.text.lower()), round(line.y / 3)
-
-    seen = Counter(k for page in pages for k in {key(line) for line in page})
-    threshold = max(3, len(pages) // 2)
-    return {id(line) for page in pages for line in page
-            if seen[key(line)] < threshold and not re.fullmatch(r"[\divxlc]{1,4}", line.text)}
+from lakerag.ingest.pdf_parse import (  # noqa: E402
+    ParseFailure,
+    group_lines,
+    open_pdf,
+    page_runs,
+    parse_pdf,
+    repeating_lines,
+    running_band_lines,
+)
 
 
 def compat_chars(text: str) -> int:
@@ -56,7 +51,7 @@ def main() -> None:
             continue
         runs = [page_runs(page) for page in reader.pages]
         pages = [group_lines(page, number) for number, page in enumerate(runs, start=1)]
-        newly = running_band_lines(pages) & older_rules_keep(pages)
+        newly = running_band_lines(pages) - repeating_lines(pages)
         leaked = [line for page in pages for line in page if id(line) in newly]
         text = "\n".join(section.text for section in parsed.sections)
         flat = " ".join(text.split())

@@ -445,20 +445,23 @@ def running_band_lines(pages: list[list[Line]]) -> set[int]:
     return found
 
 
-def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
-    """Remove running headers/footers (repeating text, or varying text in a running band), bare
-    page numbers, and table-of-contents pages."""
+def repeating_lines(pages: list[list[Line]]) -> set[int]:
+    """ids of running headers/footers whose text (digits aside) repeats at one height on half
+    the pages, and of bare page numbers."""
     def key(line: Line) -> tuple[str, int]:
         return re.sub(r"\d+", "#", line.text.lower()), round(line.y / 3)
 
     seen = Counter(k for page in pages for k in {key(line) for line in page})
     threshold = max(3, len(pages) // 2)
-    banded = running_band_lines(pages)
-    kept = [
-        [line for line in page if seen[key(line)] < threshold and id(line) not in banded
-         and not re.fullmatch(r"[\divxlc]{1,4}", line.text)]
-        for page in pages
-    ]
+    return {id(line) for page in pages for line in page
+            if seen[key(line)] >= threshold or re.fullmatch(r"[\divxlc]{1,4}", line.text)}
+
+
+def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
+    """Remove running headers/footers (repeating text, or varying text in a running band), bare
+    page numbers, and table-of-contents pages."""
+    furniture = repeating_lines(pages) | running_band_lines(pages)
+    kept = [[line for line in page if id(line) not in furniture] for page in pages]
     return [[] if is_contents_page(page) else page for page in kept]
 
 
