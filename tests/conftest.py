@@ -110,12 +110,13 @@ def vanishing_on_read(path: Path) -> Iterator[None]:
         lakerag.ingest.bronze.read_contents = real_read
 
 
-def http_call(url: str, body: bytes | None = None, timeout: float = 300) -> tuple[int, dict[str, str], bytes]:
+def http_call(url: str, body: bytes | None = None, timeout: float = 300,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """GET (or POST a JSON `body`) over real HTTP: (status, headers, raw body), 4xx/5xx included."""
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()

@@ -18,18 +18,20 @@ MINILM, MPNET = "all-MiniLM-L6-v2", "all-mpnet-base-v2"
 
 
 def tiny_index(folder: Path, texts: list[str], vectors: np.ndarray, doc_ids: list[str] | None = None,
-               rerank: np.ndarray | None = None) -> Path:
-    """An index folder of one chunk per text (section s<i>, document doc_ids[i])."""
+               rerank: np.ndarray | None = None, groups: list[list[str]] | None = None) -> Path:
+    """An index folder of one chunk per text (section s<i>, document doc_ids[i], readable by
+    groups[i], default users)."""
     n = len(texts)
     doc_ids = doc_ids or ["d1"] * n
     chunks = pd.DataFrame({
         "chunk_id": [f"c{i}" for i in range(n)], "kind": "chunk", "doc_id": doc_ids,
         "section_id": [f"s{i}" for i in range(n)], "chunk_index": 0, "text": texts, "indexed_text": texts,
         "token_count": 10, "page_start": 1, "page_end": 1, "heading_path": [[f"Section {i}"] for i in range(n)],
-        "tags": json.dumps({}), "title": [f"Doc {d}" for d in doc_ids], "file_name": [f"{d}.pdf" for d in doc_ids]})
+        "tags": json.dumps({}), "title": [f"Doc {d}" for d in doc_ids], "file_name": [f"{d}.pdf" for d in doc_ids],
+        "groups": groups or [["users"]] * n})
     sections = chunks[["section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text"]].assign(
         paragraph_pages=[[1]] * n)
-    manifest = {"format": 4, "model": MINILM, "strategy": "section", "vectors": n,
+    manifest = {"format": 5, "model": MINILM, "strategy": "section", "vectors": n,
                 "rerank_model": MPNET if rerank is not None else None}
     return write_index(folder, chunks, vectors.astype(np.float32), sections, manifest, 1000, rerank)
 

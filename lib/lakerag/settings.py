@@ -337,9 +337,6 @@ class ChainSettings:
     # Requests waiting or being answered; beyond it the endpoint answers 503 with Retry-After
     # instead of queueing without bound (one answer at a time: a queue of 32 is minutes).
     max_queued_requests: int = 32
-    # Chat page feedback records who gave it only when this request header is set (e.g. the
-    # X-Forwarded-Email a proxy adds); empty = no identity is stored.
-    feedback_user_header: str = ""
 
     def __post_init__(self) -> None:
         if self.k < 0:
@@ -457,6 +454,38 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may read which documents, and how the REST endpoint knows who is asking."""
+
+    # Landing path prefix (relative to the landing folder) -> groups allowed to read the documents
+    # under it; the longest matching prefix wins, documents no prefix matches get default_groups.
+    rules: dict = field(default_factory=dict)
+    default_groups: tuple = ("users",)  # "users": every caller, as Databricks' built-in group
+    # Bearer tokens: a YAML/JSON file {users: {NAME: {groups: [...], token_sha256: HEX}}}, named
+    # here or by the environment variable users_env (`lakerag add-user` writes entries).
+    users_file: str = ""
+    users_env: str = "LAKERAG_USERS_FILE"
+    # Or identity from an authenticating proxy's headers, believed only from these networks.
+    proxy_user_header: str = ""  # e.g. X-Forwarded-Email
+    proxy_groups_header: str = ""  # e.g. X-Forwarded-Groups (comma-separated)
+    trusted_proxies: tuple = ()  # CIDR ranges, e.g. [10.0.0.0/8]
+    # Where the served chain learns who asks: request = custom_inputs.identity, which `lakerag
+    # serve` and `serve-batch` set after authenticating; databricks = Model Serving's caller
+    # (on-behalf-of-user credentials), whatever the request claims.
+    identity: str = "request"
+
+    def __post_init__(self) -> None:
+        if self.identity not in ("request", "databricks"):
+            raise SettingsError("access.identity must be request or databricks")
+        for prefix, groups in self.rules.items():
+            if not isinstance(prefix, str) or not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+                raise SettingsError(f"access.rules: {prefix!r} must map a path prefix to a list of group names")
+        if bool(self.proxy_user_header) != bool(self.trusted_proxies):
+            raise SettingsError("access.proxy_user_header and access.trusted_proxies go together: name the header "
+                                "and the proxy's address ranges, or neither")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings."""
 
@@ -470,6 +499,7 @@ class Settings:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     def __post_init__(self) -> None:
         if self.retrieval.strategy not in self.gold.strategies:

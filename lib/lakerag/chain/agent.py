@@ -44,6 +44,7 @@ class RagAgent(ResponsesAgent):
         from lakerag.settings import settings_from_dict
 
         settings = settings_from_dict(CONFIG.to_dict())
+        self.access = settings.access
         self.chain = RagChain(open_index(settings), make_llm(settings.llm), settings.chain)
 
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
@@ -51,8 +52,8 @@ class RagAgent(ResponsesAgent):
         record in custom_outputs."""
         from lakerag.chain.responses import chain_input, output_item
 
-        messages, filters = chain_input(request)
-        result = self.chain.answer(messages, filters)
+        messages, filters, identity = chain_input(request, self.access)
+        result = self.chain.answer(messages, filters, identity)
         return ResponsesAgentResponse(output=[output_item(result, f"msg_{uuid.uuid4().hex}")],
                                       custom_outputs=result)
 
@@ -61,9 +62,9 @@ class RagAgent(ResponsesAgent):
         output_item.done event carrying the answer record in custom_outputs."""
         from lakerag.chain.responses import chain_input, output_item
 
-        messages, filters = chain_input(request)
+        messages, filters, identity = chain_input(request, self.access)
         item_id = f"msg_{uuid.uuid4().hex}"
-        for event in self.chain.stream(messages, filters):
+        for event in self.chain.stream(messages, filters, identity):
             if "delta" in event:
                 yield ResponsesAgentStreamEvent(**self.create_text_delta(event["delta"], item_id))
             else:
@@ -71,10 +72,10 @@ class RagAgent(ResponsesAgent):
                                                 item=output_item(event["result"], item_id),
                                                 custom_outputs=event["result"])
 
-    def documents(self) -> list[dict[str, Any]]:
-        """The documents of the index in use, for the chat page's filters."""
+    def documents(self, groups: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The documents of the index in use that `groups` may read, for the chat page's filters."""
         documents = getattr(self.chain.retriever, "documents", None)
-        return documents() if documents else []
+        return documents(groups) if documents else []
 
 
 set_model(RagAgent())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
+from lakerag.access.identity import TRACE_USER, Identity
 from lakerag.chain.citations import SentenceVerdict, cited_answer, source_sentences, verify
 from lakerag.chain.llm import LLM, Completion, MalformedOutput, Messages, json_in
 from lakerag.retrieval.retriever import Filters, Hit, Retriever
@@ -205,6 +206,18 @@ def retrieved_document(hit: Hit) -> dict[str, Any]:
                          "score": hit.score, "relevance": round(hit.relevance, 4), "kind": hit.kind}}
 
 
+def audit(identity: Identity, hits: list[Hit]) -> None:
+    """Record on the current trace who asked (MLflow's standard user metadata), the groups they
+    read as, and the documents the retrieved sources came from."""
+    import mlflow
+
+    mlflow.update_current_trace(
+        metadata={TRACE_USER: identity.user},
+        tags={"lakerag.groups": ",".join(identity.groups),
+              "lakerag.documents": ",".join(sorted({hit.doc_id for hit in hits})),
+              "lakerag.files": ",".join(sorted({hit.file_name for hit in hits}))})
+
+
 def transcript(messages: Messages) -> str:
     """History as 'User: ...' / 'Assistant: ...' lines."""
     return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
@@ -332,11 +345,15 @@ class RagChain:
         steps = [{"question": q, "section_ids": [h.section_id for h in step_hits]} for q, step_hits in zip(questions, found)]
         return hits, steps
 
-    def stream(self, messages: Any, filters: Filters = Filters()) -> Iterator[dict[str, Any]]:
+    def stream(self, messages: Any, filters: Filters = Filters(),
+               identity: Identity | None = None) -> Iterator[dict[str, Any]]:
         """Chat messages (last one the user's question) -> {"delta": text} events while the LLM
         writes, then one {"result": answer} event: the checked answer, verified citations,
-        sentences with their verdicts, contexts, usage."""
+        sentences with their verdicts, contexts, usage. With `identity`, only documents its
+        groups may read are searched, and the trace records who asked."""
         started = time.perf_counter()
+        if identity is not None:
+            filters = dataclasses.replace(filters, groups=identity.groups)
         messages = validate_messages(messages, self.settings)
         question = messages[-1]["content"]
         # Client-sent system messages are not trusted as instructions: only our prompt is.
@@ -372,6 +389,9 @@ class RagChain:
             result = self.result(question, query, draft, verdicts, passages, list(hits), list(screened), steps, usage)
             result["index"] = self.retriever.version
             result["trace_id"] = root.trace_id
+            if identity is not None:
+                result["user"] = identity.user
+                audit(identity, list(hits))
             root.set_attribute("index", result["index"])
             root.set_outputs({"answer": result["answer"], "abstained": result["abstained"],
                               "retrieved": result["retrieved"],
@@ -406,9 +426,9 @@ class RagChain:
             "usage": usage.record(),
         }
 
-    def answer(self, messages: Any, filters: Filters = Filters()) -> dict[str, Any]:
+    def answer(self, messages: Any, filters: Filters = Filters(), identity: Identity | None = None) -> dict[str, Any]:
         """The whole answer at once (the last event of `stream`)."""
-        for event in self.stream(messages, filters):
+        for event in self.stream(messages, filters, identity):
             if "result" in event:
                 return event["result"]
         raise AssertionError("the stream ended without a result")

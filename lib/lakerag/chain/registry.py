@@ -35,6 +35,24 @@ class Registered:
     check: dict[str, Any]  # the answer of the reload check
 
 
+def auth_policy(settings: Settings) -> Any:
+    """With access.identity databricks, what Model Serving lets the chain do: read who the
+    caller is with their own credentials (on-behalf-of-user), and query the Vector Search index
+    and the LLM endpoint with its own; None otherwise."""
+    if settings.access.identity != "databricks":
+        return None
+    from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPolicy
+    from mlflow.models.resources import DatabricksServingEndpoint, DatabricksVectorSearchIndex
+
+    resources = []
+    if settings.retrieval.backend == "vector_search":
+        resources.append(DatabricksVectorSearchIndex(index_name=settings.retrieval.vector_search_index))
+    if settings.llm.backend == "databricks":
+        resources.append(DatabricksServingEndpoint(endpoint_name=settings.llm.model))
+    return AuthPolicy(user_auth_policy=UserAuthPolicy(api_scopes=["iam.current-user:read"]),
+                      system_auth_policy=SystemAuthPolicy(resources=resources))
+
+
 def log_chain(settings: Settings) -> Any:
     """Log the agent from code with its settings (which name where the index is, not the index
     itself), its code and the requirements of the query side."""
@@ -47,6 +65,7 @@ def log_chain(settings: Settings) -> Any:
         code_paths=[str(Path(lakerag.__file__).parent)],  # the model carries its own lakerag
         input_example=EXAMPLE,
         pip_requirements=requirements(settings),
+        auth_policy=auth_policy(settings),
     )
 
 

@@ -13,7 +13,7 @@ from lakerag.weights import weight_packages
 
 LIB = Path(__file__).resolve().parents[1]
 # What a served model loads: the query-side packages and the shared modules they use.
-QUERY_SIDE = ("retrieval", "chain", "serving", "settings.py", "weights.py", "tracking.py")
+QUERY_SIDE = ("retrieval", "chain", "serving", "access", "settings.py", "weights.py", "tracking.py")
 # Pulled in by sentence-transformers rather than imported by us, and pinned on purpose: an
 # unpinned torch resolves to a multi-GB CUDA build.
 ALSO_PINNED = ("torch",)
@@ -58,9 +58,9 @@ def _distributions(modules: set[str]) -> set[str]:
 
 
 # Modules several installed distributions provide: the one the served chain needs (the
-# `databricks` namespace: the Vector Search client; `mlflow`: the full package, whose tracking
-# store reads the sqlite registry, not mlflow-skinny).
-CHOSEN = {"databricks": ["databricks-vectorsearch"], "mlflow": ["mlflow"]}
+# `databricks` namespace: the Vector Search client and the SDK that reads Model Serving's caller;
+# `mlflow`: the full package, whose tracking store reads the sqlite registry, not mlflow-skinny).
+CHOSEN = {"databricks": ["databricks-vectorsearch", "databricks-sdk"], "mlflow": ["mlflow"]}
 # What the transformers backend loads without importing it: GGUF reading and device placement.
 TRANSFORMERS_EXTRAS = ("accelerate", "gguf")
 

@@ -3,6 +3,9 @@
 A request is `{"input": [{"role": "user", "content": "..."}, ...], "custom_inputs": {"filters":
 ["file=debian-faq.pdf"]}}`; the response's `output` holds one assistant message whose text is the
 checked answer, each verified citation an `url_citation` annotation (the cited PDF at its page);
+`custom_inputs.identity` (`{"user": ..., "groups": [...]}`) says who asks: `lakerag serve` and
+`serve-batch` set it after authenticating (with access.identity databricks, Model Serving's
+caller counts instead); none = anonymous, who reads only the `users` group's documents.
 `custom_outputs` carries the whole answer record (citations with quotes, sentence verdicts,
 contexts, usage, the index version and the trace id).
 """
@@ -10,13 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from lakerag.access.identity import Identity, request_identity
 from lakerag.chain.rag import BadRequest
 from lakerag.retrieval.retriever import Filters
+from lakerag.settings import AccessSettings
 
 
-def agent_request(messages: list[dict[str, Any]], filters: list[str] | None = None) -> dict[str, Any]:
-    """Chat messages and filter strings -> a ResponsesAgent request."""
-    return {"input": messages, "custom_inputs": {"filters": list(filters or [])}}
+def agent_request(messages: list[dict[str, Any]], filters: list[str] | None = None,
+                  identity: Identity | None = None) -> dict[str, Any]:
+    """Chat messages, filter strings and who asks -> a ResponsesAgent request."""
+    custom: dict[str, Any] = {"filters": list(filters or [])}
+    if identity is not None:
+        custom["identity"] = identity.record()
+    return {"input": messages, "custom_inputs": custom}
 
 
 def message_text(content: Any) -> Any:
@@ -37,12 +46,18 @@ def parse_filters(filters: Any, field: str = "custom_inputs.filters") -> Filters
         raise BadRequest(str(err)) from err
 
 
-def chain_input(request: Any) -> tuple[list[dict[str, Any]], Filters]:
-    """A ResponsesAgentRequest (or its dict) -> the chain's messages and filters; raises BadRequest."""
+def chain_input(request: Any, access: AccessSettings = AccessSettings()) -> tuple[list[dict[str, Any]], Filters, Identity]:
+    """A ResponsesAgentRequest (or its dict) -> the chain's messages, filters and who asks
+    (`request_identity`); raises BadRequest."""
     body = request.model_dump(exclude_none=True) if hasattr(request, "model_dump") else dict(request)
     messages = [{"role": item.get("role"), "content": message_text(item.get("content"))}
                 for item in body.get("input", []) if isinstance(item, dict)]
-    return messages, parse_filters((body.get("custom_inputs") or {}).get("filters"))
+    custom = body.get("custom_inputs") or {}
+    try:
+        identity = request_identity(custom, access)
+    except ValueError as err:
+        raise BadRequest(str(err)) from err
+    return messages, parse_filters(custom.get("filters")), identity
 
 
 def annotations(result: dict[str, Any]) -> list[dict[str, Any]]:

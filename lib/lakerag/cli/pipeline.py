@@ -19,7 +19,7 @@ def _ingest_bronze(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 
     log.info("ingesting %s", args.landing)
     started = time.perf_counter()
-    report = ingest_bronze(spark, lakehouse, args.landing, settings.bronze)
+    report = ingest_bronze(spark, lakehouse, args.landing, settings.bronze, access=settings.access)
     log.info("ingested %d files in %.1f s", report.files_seen, time.perf_counter() - started)
     print_bronze_summary(spark, lakehouse, report)
     return 0

@@ -26,10 +26,12 @@ from lakerag.enrich.summaries import summary_text
 from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
+    SILVER_DOCUMENTS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
     SUMMARY,
     merge_into,
+    sync_column,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ def encode(texts: list[str], model: str, batch_size: int) -> np.ndarray:
 
 
 def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run_time: datetime) -> DataFrame:
-    """Items (item_id, kind, doc_id, section_id, strategy, text) -> gold_embeddings rows."""
+    """Items (item_id, kind, doc_id, section_id, strategy, text) -> gold_embeddings rows (groups
+    null: `run_gold` labels them)."""
     columns = [f.name for f in GOLD_EMBEDDINGS.schema.fields]
 
     def embed_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -51,10 +54,16 @@ def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run
             vectors = encode(batch["text"].tolist(), model, batch_size)
             yield batch.drop(columns=["text"]).assign(
                 model_name=model, model_version=version, dimension=vectors.shape[1],
-                vector=list(vectors), embedded_at=run_time,
+                vector=list(vectors), embedded_at=run_time, groups=None,
             )[columns]
 
     return items.mapInPandas(embed_batches, GOLD_EMBEDDINGS.schema)
+
+
+def document_groups(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
+    """doc_id -> groups allowed to read it, from silver_documents."""
+    return (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).filter(F.col("groups").isNotNull())
+            .select("doc_id", "groups").dropDuplicates(["doc_id"]))
 
 
 @dataclass
@@ -63,11 +72,12 @@ class GoldReport:
 
     embedded: dict[str, int] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
+    relabelled: int = 0  # vectors whose document's groups changed (nothing re-embedded)
 
     @property
     def changed(self) -> bool:
         """True if the run wrote anything."""
-        return any(self.embedded.values()) or any(self.removed.values())
+        return any(self.embedded.values()) or any(self.removed.values()) or bool(self.relabelled)
 
 
 def embedding_models(settings: Settings) -> list[str]:
@@ -144,6 +154,13 @@ def run_gold(
         count = missing.count()
         if count:
             log.info("%s: embedding %d chunks and summaries", model, count)
-            embed_items(missing, model, version, settings.gold.batch_size, run_time).write.insertInto(gold_table)
+            # Labelled after embedding: a join before it would reshuffle the items to embed.
+            embedded = embed_items(missing, model, version, settings.gold.batch_size, run_time).drop("groups")
+            (embedded.join(F.broadcast(document_groups(spark, lakehouse)), "doc_id", "left")
+             .select(*GOLD_EMBEDDINGS.schema.fieldNames()).write.insertInto(gold_table))
         report.embedded[model] = count
+    # Documents whose groups changed since their vectors were written (access.rules changed).
+    labels = spark.table(gold_table).select(*GOLD_EMBEDDINGS.key, "doc_id").join(document_groups(spark, lakehouse),
+                                                                                  "doc_id")
+    report.relabelled = sync_column(spark, gold_table, GOLD_EMBEDDINGS.key, labels.drop("doc_id"), "groups")
     return report

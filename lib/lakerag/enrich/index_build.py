@@ -51,8 +51,8 @@ def summary_rows(spark: SparkSession, lakehouse: Lakehouse, vectors_of: DataFram
             .join(summaries, "chunk_id")
             .join(sections, "section_id")
             .join(tags, "doc_id")
-            .select("chunk_id", "kind", "vector", "doc_id", "section_id", F.lit(-1).alias("chunk_index"), "text",
-                    F.lit(0).alias("token_count"), "page_start", "page_end", "heading_path", "tags"))
+            .select("chunk_id", "kind", "vector", "groups", "doc_id", "section_id", F.lit(-1).alias("chunk_index"),
+                    "text", F.lit(0).alias("token_count"), "page_start", "page_end", "heading_path", "tags"))
 
 
 @dataclass
@@ -76,7 +76,7 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     gold = spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
     documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
     vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",
-                                                                    "strategy", "section_id", "vector")
+                                                                    "strategy", "section_id", "vector", "groups")
     chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
                   .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint"),
                         "chunk_id"))
@@ -103,6 +103,8 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
                         "paragraph_pages")
                 .toPandas())
     chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
+    # An unlabelled vector (its document not yet labelled) is readable by no one.
+    chunks["groups"] = chunks["groups"].map(lambda groups: [] if groups is None else [str(g) for g in groups])
     manifest = {
         "format": INDEX_FORMAT, "catalog": lakehouse.catalog, "schema": lakehouse.schema,
         "gold_table": lakehouse.table(GOLD_EMBEDDINGS.name), "gold_version": gold_version,

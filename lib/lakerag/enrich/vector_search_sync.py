@@ -26,15 +26,15 @@ SOURCE_COLUMNS = "chunk_id string, doc_id string, section_id string, title strin
 def vector_search_source(gold: DataFrame, chunks: DataFrame, documents: DataFrame, model: str,
                          strategy: str) -> DataFrame:
     """One model's vectors of one strategy with citation and filter columns (the heading path
-    as 'A > B', since Vector Search filters on scalar columns)."""
+    as 'A > B', since Vector Search filters on scalar columns; the groups that may read each)."""
     return (gold.filter((F.col("model_name") == model) & (F.col("strategy") == strategy))
             .select(F.col("item_id").alias("chunk_id"), "vector")
             .join(chunks.select("chunk_id", "doc_id", "section_id", "heading_path", "page_start", "page_end", "text"),
                   "chunk_id")
-            .join(documents.select("doc_id", "title", "file_name"), "doc_id")
+            .join(documents.select("doc_id", "title", "file_name", "groups"), "doc_id")
             .select("chunk_id", "doc_id", "section_id", "title", "file_name",
                     F.array_join("heading_path", " > ").alias("heading_path"), "page_start", "page_end", "text",
-                    "vector"))
+                    "vector", "groups"))
 
 
 def ensure_delta_sync_index(client: Any, endpoint: str, index: str, source_table: str, dimension: int) -> str:
@@ -63,8 +63,11 @@ def sync_vector_search(spark: SparkSession, lakehouse: Lakehouse, settings: Sett
     # Change data feed is what Delta Sync reads; Sail cannot set it, so this runs on Databricks.
     spark.sql(f"CREATE TABLE IF NOT EXISTS {source_table} ({SOURCE_COLUMNS}) USING delta "
               "TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    if "groups" not in spark.table(source_table).columns:  # made before documents had permissions
+        spark.sql(f"ALTER TABLE {source_table} ADD COLUMNS (groups array<string>)")
     source.createOrReplaceTempView("lakerag_vs_source")
     spark.sql(f"MERGE INTO {source_table} t USING lakerag_vs_source s ON t.chunk_id = s.chunk_id "
+              "WHEN MATCHED AND NOT (t.groups <=> s.groups) THEN UPDATE SET t.groups = s.groups "
               "WHEN NOT MATCHED THEN INSERT * WHEN NOT MATCHED BY SOURCE THEN DELETE")
     dimension = len(source.select("vector").first()["vector"])
     if client is None:

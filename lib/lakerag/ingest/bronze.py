@@ -16,10 +16,11 @@ from typing import Iterator
 import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
+from lakerag.access.permissions import document_groups, landing_relative
 from lakerag.lakehouse.engine import Lakehouse
-from lakerag.settings import BronzeSettings
+from lakerag.settings import AccessSettings, BronzeSettings
 from lakerag.lakehouse.tables import (
     ACTIVE,
     BRONZE_DOCUMENTS,
@@ -28,6 +29,7 @@ from lakerag.lakehouse.tables import (
     SUPERSEDED,
     TableSpec,
     merge_into,
+    sync_column,
 )
 
 PDF_MAGIC = b"%PDF-"
@@ -147,11 +149,14 @@ INSPECTED_COLUMNS = [
     StructField("file_version", StringType(), False),
     StructField("reason", StringType(), True),
     StructField("message", StringType(), True),
+    StructField("groups", ArrayType(StringType(), False), False),
 ]
 
 
-def inspect_files(files: DataFrame, max_file_bytes: int) -> DataFrame:
-    """Add content_sha256, file_version, reason, message to listed files with their content."""
+def inspect_files(files: DataFrame, max_file_bytes: int, landing_root: str = "",
+                  access: AccessSettings = AccessSettings()) -> DataFrame:
+    """Add content_sha256, file_version, reason, message and the groups that may read it (by
+    access.rules on its path relative to `landing_root`) to listed files with their content."""
 
     def inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -167,6 +172,8 @@ def inspect_files(files: DataFrame, max_file_bytes: int) -> DataFrame:
                 ],
                 reason=[v.reason for v in verdicts],
                 message=[v.message for v in verdicts],
+                groups=[document_groups(landing_relative(path, landing_root), access.rules, access.default_groups)
+                        for path in batch["source_path"]],
             )
 
     out_schema = StructType(files.schema.fields + INSPECTED_COLUMNS)
@@ -238,18 +245,21 @@ def ingest_bronze(
     landing: str,
     settings: BronzeSettings,
     run_time: datetime | None = None,
+    access: AccessSettings = AccessSettings(),
 ) -> IngestReport:
-    """Read the landing folder and sync `bronze_documents` and `bronze_quarantine` with it."""
+    """Read the landing folder and sync `bronze_documents` and `bronze_quarantine` with it;
+    label every active document with the groups access.rules give its path (a change of rules
+    re-labels the documents it touches: nothing is read or parsed again)."""
     run_time = run_time or datetime.now(timezone.utc)
     listing = list_landing(spark, landing)
     listed = listing.select("source_path", "size_bytes").collect()
     readable = [r.source_path for r in listed if 0 < r.size_bytes <= settings.max_file_bytes]
     files = listing.join(read_contents(spark, readable), "source_path", "left")
-    inspected = inspect_files(files, settings.max_file_bytes)
+    inspected = inspect_files(files, settings.max_file_bytes, landing_root(landing), access)
 
     documents_in = inspected.filter(F.col("reason").isNull()).select(
         F.col("content_sha256").alias("doc_id"), "source_path", "file_name", "size_bytes",
-        "modification_time", "content",
+        "modification_time", "content", "groups",
     )
     quarantine_in = inspected.filter(F.col("reason").isNotNull()).select(
         "file_version", "source_path", "file_name", "size_bytes", "modification_time", "reason",
@@ -266,4 +276,19 @@ def ingest_bronze(
         if counts:
             merge_into(spark, table, changes, spec.key,
                        matched="UPDATE SET t.status = s.status, t.status_changed_at = s.status_changed_at")
+    # Labels depend on the path alone: computed here from the listing, not from the bytes again.
+    root = landing_root(landing)
+    labels = spark.createDataFrame(
+        [(r.source_path, document_groups(landing_relative(r.source_path, root), access.rules, access.default_groups))
+         for r in listing.select("source_path").collect()], "source_path string, groups array<string>")
+    relabelled = sync_column(spark, lakehouse.table(BRONZE_DOCUMENTS.name), ["source_path"], labels, "groups")
+    if relabelled:
+        report.changes[(BRONZE_DOCUMENTS.name, "relabelled")] = relabelled
     return report
+
+
+def landing_root(landing: str) -> str:
+    """The landing folder as its files' source_path values begin (absolute, without file:)."""
+    if "://" in landing or landing.startswith("dbfs:"):
+        return landing
+    return str(Path(landing[len("file:"):] if landing.startswith("file:") else landing).absolute())

@@ -40,6 +40,7 @@ from lakerag.lakehouse.tables import (
     SILVER_PARSE_STAGING,
     SILVER_SECTIONS,
     merge_into,
+    sync_column,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,12 @@ def chunk_sections(sections: DataFrame, specs: list[ChunkSpec], workers: int) ->
     return sections.mapInPandas(chunk_batches, SILVER_CHUNKS.schema)
 
 
+def document_labels(bronze: DataFrame) -> DataFrame:
+    """doc_id -> groups: who may read the bytes is whoever may read any active path holding them."""
+    return (bronze.filter(F.col("status") == ACTIVE).select("doc_id", F.explode("groups").alias("group"))
+            .groupBy("doc_id").agg(F.array_sort(F.collect_set("group")).alias("groups")))
+
+
 def active_documents(bronze: DataFrame) -> DataFrame:
     """One row per active bronze doc_id (the first path that has those bytes), with content."""
     first_path = (bronze.filter(F.col("status") == ACTIVE).groupBy("doc_id")
@@ -109,11 +116,13 @@ class SilverReport:
     sections_added: int = 0
     chunks_added: dict[str, int] = field(default_factory=dict)
     chunks_removed: int = 0
+    relabelled: int = 0  # documents whose groups changed without a parse
 
     @property
     def changed(self) -> bool:
         """True if the run wrote anything."""
-        return bool(self.parsed or self.failed or self.removed_documents or self.chunks_added or self.chunks_removed)
+        return bool(self.parsed or self.failed or self.removed_documents or self.chunks_added or self.chunks_removed
+                    or self.relabelled)
 
 
 def _strategy_counts(chunks: DataFrame) -> dict[str, int]:
@@ -169,7 +178,8 @@ def run_silver(
         merge_into(spark, table["silver_sections"], sections, SILVER_SECTIONS.key)
         merge_into(spark, table["silver_chunks"], chunks, SILVER_CHUNKS.key)
         merge_into(spark, table["silver_parse_failures"], failures, SILVER_PARSE_FAILURES.key)
-        merge_into(spark, table["silver_documents"], ok.select(*SILVER_DOCUMENTS.schema.fieldNames()),
+        labelled = ok.join(document_labels(spark.table(table["bronze_documents"])), "doc_id", "left")
+        merge_into(spark, table["silver_documents"], labelled.select(*SILVER_DOCUMENTS.schema.fieldNames()),
                    SILVER_DOCUMENTS.key)
         counts = staged.agg(F.count_if(F.col("reason").isNull()).alias("parsed"),
                             F.sum(F.size("sections")).alias("sections")).first()
@@ -181,6 +191,10 @@ def run_silver(
                                                                                 overwrite=True)
 
     _sync_chunks(spark, table, specs, workers, report)
+    documents = spark.table(table["silver_documents"]).select(*SILVER_DOCUMENTS.key)
+    report.relabelled = sync_column(
+        spark, table["silver_documents"], SILVER_DOCUMENTS.key,
+        documents.join(document_labels(spark.table(table["bronze_documents"])), "doc_id"), "groups")
     return report
 
 

@@ -13,19 +13,24 @@ import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
+from lakerag.access.identity import ANONYMOUS, Identity, UserDirectory
 from lakerag.chain.registry import resolve_model
 from lakerag.chain.responses import agent_request, answer_of
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.lakehouse.tables import CITATION, SERVING_ANSWERS, SERVING_QUESTIONS, merge_into
+from lakerag.settings import AccessSettings
 
 log = logging.getLogger(__name__)
 _loaded: dict[str, object] = {}  # versioned model URI -> pyfunc model, loaded once per Python worker
 
 
 def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_version: str, tracking_uri: str,
-                     registry_uri: str, run_time: datetime) -> DataFrame:
-    """serving_questions rows -> serving_answers rows (mapInPandas; the model loads once per worker).
-    A question the chain fails on gets an error row instead of an answer: nothing is dropped."""
+                     registry_uri: str, run_time: datetime, identities: dict[str, dict] | None = None) -> DataFrame:
+    """serving_questions rows -> serving_answers rows (mapInPandas; the model loads once per worker),
+    each answered for the user its row names (`identities`: user -> Identity record; a row without
+    a user asks anonymously). A question the chain fails on, or whose user is unknown, gets an
+    error row instead of an answer: nothing is dropped."""
+    identities = identities or {}
     citation_fields = [f.name for f in CITATION.fields]
 
     def answer_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -42,11 +47,16 @@ def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_
                 started = time.perf_counter()
                 row = {"question_id": question.question_id, "question": question.question, "answer": None,
                        "citations": None, "model_uri": model_uri, "model_version": model_version, "index_version": None,
-                       "prompt_tokens": None, "completion_tokens": None, "error": None, "answered_at": run_time}
+                       "prompt_tokens": None, "completion_tokens": None, "error": None, "answered_at": run_time,
+                       "user": question.user}
                 try:
                     filters = [] if question.filters is None else list(question.filters)
+                    if question.user is not None and question.user not in identities:
+                        raise LookupError(f"unknown user {question.user!r}: add them to the users file "
+                                          "(access.users_file, `lakerag add-user`)")
+                    identity = Identity.from_record(identities[question.user]) if question.user else ANONYMOUS
                     out = answer_of(model.predict(agent_request(
-                        [{"role": "user", "content": question.question}], filters)))
+                        [{"role": "user", "content": question.question}], filters, identity)))
                     row |= {"answer": out["answer"],
                             "citations": [{k: c[k] for k in citation_fields} for c in out["citations"]],
                             "index_version": out["index"]["version"],
@@ -68,8 +78,10 @@ class BatchReport:
     skipped: int  # already answered (without error) by this model version
 
 
-def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_time: datetime | None = None) -> BatchReport:
-    """Answer the questions that have no answer from the model version `model_uri` points at."""
+def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, access: AccessSettings = AccessSettings(),
+              run_time: datetime | None = None) -> BatchReport:
+    """Answer the questions that have no answer from the model version `model_uri` points at,
+    each for the user its row names (their groups from the users file access.* names)."""
     import mlflow
 
     run_time = run_time or datetime.now(timezone.utc)
@@ -86,8 +98,11 @@ def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, run_tim
         return BatchReport(version, 0, 0, total)
     log.info("answering %d questions with %s (version %s)", pending, model_uri, version)
     # Answers are computed once, staged in memory, then merged: the MERGE must not re-run the model.
+    directory = UserDirectory.from_settings(access)
+    users = {r.user for r in todo.select("user").distinct().collect() if r.user is not None}
+    identities = {user: directory.users[user].record() for user in users if directory and user in directory.users}
     answered = answer_questions(todo, model_uri, load_uri, version, mlflow.get_tracking_uri(),
-                                mlflow.get_registry_uri(), run_time).toPandas()
+                                mlflow.get_registry_uri(), run_time, identities).toPandas()
     staged = spark.createDataFrame(answered, SERVING_ANSWERS.schema)
     merge_into(spark, answers_table, staged, SERVING_ANSWERS.key, matched="UPDATE SET *")
     failed = int(answered["error"].notna().sum())

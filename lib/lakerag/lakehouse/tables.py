@@ -6,10 +6,12 @@ memory catalog forgets them).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     ArrayType,
@@ -27,6 +29,8 @@ from pyspark.sql.types import (
 )
 
 from lakerag.lakehouse.engine import Lakehouse
+
+log = logging.getLogger(__name__)
 
 # Lifecycle of a row in a versioned bronze table: a file's current version is `active`; an
 # older version of a file still present is `superseded`; a file gone from landing is `deleted`
@@ -78,6 +82,9 @@ _LIFECYCLE = [
     _field("status_changed_at", TimestampType(), False, "run time of the latest status change (UTC)"),
 ]
 
+_GROUPS = _field("groups", ArrayType(StringType(), False), True,
+                  "groups allowed to read the document (access.rules on its landing path)")
+
 BRONZE_DOCUMENTS = TableSpec(
     name="bronze_documents",
     schema=StructType(
@@ -85,6 +92,7 @@ BRONZE_DOCUMENTS = TableSpec(
         + _FILE_FACTS
         + [_field("content", BinaryType(), False, "the PDF bytes")]
         + _LIFECYCLE
+        + [_GROUPS]
     ),
     key=("source_path", "doc_id"),
     comment="Raw PDF documents: one row per (file path, content version)",
@@ -130,6 +138,8 @@ SILVER_DOCUMENTS = TableSpec(
             _field("warnings", ArrayType(StringType(), False), False,
                    "what was repaired or skipped to read it (broken xref, unreadable outline or pages)"),
             _field("parsed_at", TimestampType(), False, "run time of the parse (UTC)"),
+            _field("groups", ArrayType(StringType(), False), True,
+                   "groups allowed to read it: those of its active bronze paths together"),
         ]
     ),
     key=("doc_id", "parser_version"),
@@ -200,7 +210,8 @@ SILVER_PARSE_FAILURES = TableSpec(
 SILVER_PARSE_STAGING = TableSpec(
     name="silver_parse_staging",
     schema=StructType(
-        [StructField(f.name, f.dataType, True, f.metadata) for f in SILVER_DOCUMENTS.schema.fields] + [
+        [StructField(f.name, f.dataType, True, f.metadata) for f in SILVER_DOCUMENTS.schema.fields
+         if f.name != "groups"] + [
             _field("reason", StringType(), True, "failure reason, null when parsed"),
             _field("message", StringType(), True, "failure message"),
             _field("sections", ArrayType(StructType(SECTION_FIELDS), False), False, "the document's sections"),
@@ -247,6 +258,7 @@ GOLD_EMBEDDINGS = TableSpec(
         _field("dimension", IntegerType(), False, "vector length"),
         _field("vector", ArrayType(FloatType(), False), False, "L2-normalised embedding"),
         _field("embedded_at", TimestampType(), False, "run time (UTC)"),
+        _field("groups", ArrayType(StringType(), False), True, "groups allowed to read the item's document"),
     ]),
     key=("item_id", "model_name"),
     comment="One vector per (item, model); several models side by side",
@@ -260,6 +272,8 @@ SERVING_QUESTIONS = TableSpec(
         _field("filters", ArrayType(StringType(), False), True,
                "metadata filters such as file=debian-faq.pdf (null or empty: none)"),
         _field("submitted_at", TimestampType(), True, "when the question was added (UTC)"),
+        _field("user", StringType(), True, "who asks: a user of the users file (null: anonymous, who reads "
+                                           "only documents of the users group)"),
     ]),
     key=("question_id",),
     comment="Questions for the batch serving job",
@@ -287,6 +301,7 @@ SERVING_ANSWERS = TableSpec(
         _field("latency_s", DoubleType(), False, "seconds to answer"),
         _field("error", StringType(), True, "why there is no answer"),
         _field("answered_at", TimestampType(), False, "run time (UTC)"),
+        _field("user", StringType(), True, "who it was answered for (serving_questions.user)"),
     ]),
     key=("question_id",),
     comment="Answers of the batch serving job: one row per question, from the latest model version",
@@ -375,7 +390,25 @@ def ensure_tables(spark: SparkSession, lakehouse: Lakehouse, specs: Iterable[Tab
                 f"CREATE TABLE IF NOT EXISTS {name} ({spec.column_ddl()}) USING delta "
                 f"LOCATION {_sql_string(location)} COMMENT {_sql_string(spec.comment)}"
             )
+        if location is not None and (Path(location) / "_delta_log").is_dir():
+            _add_missing_columns(spark, name, spec, location)
         _check_schema(spark, name, spec)
+
+
+def _add_missing_columns(spark: SparkSession, name: str, spec: TableSpec, location: str) -> None:
+    """Add the declared columns a table made by an older lakerag lacks at its end (they read as
+    null in the existing rows); with delta-rs, since Sail 0.7.2 has no ALTER TABLE ADD COLUMNS."""
+    actual = [f.name for f in spark.table(name).schema.fields]
+    declared = spec.schema.fieldNames()
+    added = spec.schema.fields[len(actual):]
+    # Only what later versions added (nullable columns at the end); anything else is drift.
+    if not added or declared[: len(actual)] != actual or not all(f.nullable for f in added):
+        return
+    from deltalake import DeltaTable, Schema
+
+    missing = Schema.from_arrow(arrow_schema(spec)).fields[len(actual):]
+    DeltaTable(location).alter.add_columns(list(missing))
+    log.info("table %s: added columns %s (made by an older lakerag)", name, [f.name for f in missing])
 
 
 def _check_schema(spark: SparkSession, name: str, spec: TableSpec) -> None:
@@ -403,3 +436,17 @@ def merge_into(
     )
     spark.sql(f"MERGE INTO {table} t USING {view} s ON {on} " + " ".join(clauses))
     spark.catalog.dropTempView(view)
+
+
+def sync_column(spark: SparkSession, table: str, key: Iterable[str], values: DataFrame, column: str) -> int:
+    """Set `column` of `table`'s rows to the value `values` (key columns + `column`, one row per
+    key; a key may match several rows of the table) gives them, writing only where it differs;
+    returns how many distinct keys changed."""
+    key = list(key)
+    current = spark.table(table).select(*key, F.col(column).alias("current"))
+    changed = (values.join(current, key)
+               .filter(~F.col(column).eqNullSafe(F.col("current"))).select(*key, column).dropDuplicates(key))
+    count = changed.count()
+    if count:
+        merge_into(spark, table, changed, key, matched=f"UPDATE SET t.`{column}` = s.`{column}`", insert=False)
+    return count

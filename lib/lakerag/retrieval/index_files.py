@@ -3,7 +3,8 @@
 
 An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
 `dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
-summary, text, indexed_text (what was embedded and BM25-indexed), citation fields, tags), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
+summary, text, indexed_text (what was embedded and BM25-indexed), citation fields, tags, the
+groups allowed to read its document), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
@@ -25,7 +26,8 @@ from lakerag.settings import Settings
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
-INDEX_FORMAT = 4  # 2: summary rows (kind column); 3: the page of each section paragraph; 4: indexed_text
+# 2: summary rows (kind column); 3: the page of each section paragraph; 4: indexed_text; 5: groups
+INDEX_FORMAT = 5
 MANIFEST = "manifest.json"
 
 

@@ -71,7 +71,7 @@ class LiveIndex:
         """The version of the index in use."""
         return self.current.version
 
-    def documents(self) -> list[dict[str, Any]]:
-        """The documents of the newest index version."""
+    def documents(self, groups: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The documents of the newest index version that `groups` may read (None: all)."""
         self.refresh()
-        return self.current.documents()
+        return self.current.documents(groups)

@@ -44,6 +44,9 @@ class Filters:
     page_min: int | None = None  # the chunk ends on or after this page
     page_max: int | None = None  # the chunk starts on or before this page
     tags: tuple[tuple[str, str], ...] = ()  # (key, value) pairs in the chunk's tags
+    # The reader's groups: only chunks of documents one of them may read (None: no check, for
+    # the operator's own commands). Set from the caller's identity, never from a filter string.
+    groups: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, specs: list[str]) -> "Filters":
@@ -72,11 +75,19 @@ class Filters:
         return cls(tuple(values["doc_ids"]), tuple(values["file_names"]), section, page_min, page_max,
                    tuple(values["tags"]))
 
-    def mask(self, chunks: pd.DataFrame) -> np.ndarray | None:
-        """Boolean mask of the chunks that pass, or None when there is no filter."""
+    def mask(self, chunks: pd.DataFrame, readers: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
+        """Boolean mask of the chunks that pass, or None when there is no filter; `readers`
+        (group -> mask of the chunks it may read, `group_masks`) saves recomputing them."""
         if self == Filters():
             return None
         keep = np.ones(len(chunks), dtype=bool)
+        if self.groups is not None:
+            readers = group_masks(chunks) if readers is None else readers
+            readable = np.zeros(len(chunks), dtype=bool)
+            for group in self.groups:
+                if group in readers:
+                    readable |= readers[group]
+            keep &= readable
         if self.doc_ids:
             keep &= chunks["doc_id"].isin(self.doc_ids).to_numpy()
         if self.file_names:
@@ -91,6 +102,19 @@ class Filters:
         for key, value in self.tags:
             keep &= chunks["tags"].map(lambda tags: json.loads(tags).get(key) == value).to_numpy()
         return keep
+
+
+def group_masks(chunks: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Group -> boolean mask of the index rows its members may read (rows without a groups
+    column, from an index built before permissions, are readable by no group)."""
+    if "groups" not in chunks:
+        return {}
+    rows = chunks["groups"].reset_index(drop=True).explode().dropna()
+    masks: dict[str, np.ndarray] = {}
+    for group, positions in rows.groupby(rows).groups.items():
+        masks[str(group)] = np.zeros(len(chunks), dtype=bool)
+        masks[str(group)][np.asarray(positions)] = True
+    return masks
 
 
 @dataclass
@@ -142,6 +166,7 @@ class Retriever:
         self.settings, self.rerank_model = retrieval, rerank_model
         self._encoded: dict[str, np.ndarray] = {}  # rerank vectors encoded on demand, by chunk id
         self._section_of_row = self.chunks["section_id"].to_numpy()
+        self._readers = group_masks(self.chunks)
         # BM25 runs beside the dense search: query encoding and FAISS release the GIL.
         self._sparse_worker = ThreadPoolExecutor(1, thread_name_prefix="bm25")
 
@@ -156,15 +181,17 @@ class Retriever:
         return {"backend": "local", "version": self.folder.name, "gold_version": self.manifest.get("gold_version"),
                 "built_at": self.manifest.get("built_at")}
 
-    def documents(self) -> list[dict[str, Any]]:
-        """The indexed documents with their top-level section titles in page order, by title
-        (the chat page's filters)."""
-        headed = self.chunks[self.chunks["heading_path"].map(len) > 0]
+    def documents(self, groups: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The indexed documents (those `groups` may read; None: all) with their top-level
+        section titles in page order, by title (the chat page's filters)."""
+        readable = Filters(groups=groups).mask(self.chunks, self._readers)
+        chunks = self.chunks if readable is None else self.chunks[readable]
+        headed = chunks[chunks["heading_path"].map(len) > 0]
         first_page = (headed.assign(top=headed["heading_path"].map(lambda path: path[0]))
                       .groupby(["doc_id", "top"])["page_start"].min().reset_index()
                       .sort_values(["doc_id", "page_start"], kind="stable"))
         tops = first_page.groupby("doc_id")["top"].apply(list).to_dict()
-        named = self.chunks.drop_duplicates("doc_id")
+        named = chunks.drop_duplicates("doc_id")
         documents = [{"doc_id": row.doc_id, "title": row.title, "file_name": row.file_name,
                       "sections": tops.get(row.doc_id, [])} for row in named.itertuples(index=False)]
         return sorted(documents, key=lambda d: d["title"].lower())
@@ -273,7 +300,7 @@ class Retriever:
             raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
         if not query.strip():
             raise ValueError("empty query")
-        mask = filters.mask(self.chunks)
+        mask = filters.mask(self.chunks, self._readers)
         depth = max(self.settings.candidates, k)
         sparse = self._sparse_worker.submit(self.bm25_ranking, query, depth, mask) if mode != "dense" else None
         vector = self.embed_query(query)

@@ -5,7 +5,8 @@ The index holds self-managed vectors, so the query is embedded here with the ind
 sent with its text as a HYBRID query (ANN for mode dense). Our filters become Vector Search's
 standard-endpoint filter dictionary (doc and file as OR lists, pages as range keys); a section
 prefix is applied to the returned rows (Vector Search's LIKE matches tokens, not prefixes);
-tag filters are refused: the source table has no tags. Hits are grouped by section as in
+tag filters are refused: the source table has no tags. The reader's groups filter the `groups`
+column inside the query. Hits are grouped by section as in
 `Retriever`; the index stores chunk text only, so a hit's section text is its chunk's.
 """
 from __future__ import annotations
@@ -18,7 +19,10 @@ from lakerag.retrieval.retriever import Filters, Hit
 from lakerag.weights import load_sentence_model
 
 COLUMNS = ["chunk_id", "doc_id", "section_id", "title", "file_name", "heading_path", "page_start", "page_end", "text"]
+# The source table's groups column is an ARRAY<STRING>; a list value matches rows holding any of
+# them (the filtering guide's array-column support on standard endpoints).
 QUERY_TYPES = {"hybrid": "HYBRID", "dense": "ANN"}
+NO_GROUP = "lakerag.no-group"
 MAX_RESULTS = 200  # Vector Search returns at most 200 rows to a hybrid query
 
 
@@ -36,6 +40,11 @@ def vector_search_filters(filters: Filters) -> dict[str, Any]:
         query["page_end >="] = filters.page_min
     if filters.page_max is not None:
         query["page_start <="] = filters.page_max
+    if filters.groups is not None:
+        # The reader's groups are part of the index query, as they are inside the local search:
+        # a chunk no group of theirs may read is never among the results (a reader in no group
+        # gets a group name no document carries, so nothing).
+        query["groups"] = list(filters.groups) or [NO_GROUP]
     return query
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lakerag.access.identity import TRACE_USER
 from lakerag.chain.rag import BadRequest
 
 VERDICTS = ("up", "down")
@@ -40,22 +41,24 @@ class Feedback:
         return cls(trace_id.strip(), verdict, comment.strip() if comment else None)
 
 
-def log_feedback(feedback: Feedback, user: str | None) -> str:
-    """Attach the feedback to its trace; returns the assessment id. Raises LookupError when the
-    tracking store has no such trace."""
+def log_feedback(feedback: Feedback, user: str) -> str:
+    """Attach `user`'s feedback to its trace; returns the assessment id. Raises LookupError when
+    the tracking store has no such trace, PermissionError when someone else asked the question."""
     import mlflow
     from mlflow.entities import AssessmentSource, AssessmentSourceType
 
     # A click right after the answer can beat the background trace writer (and the end of the
     # streamed request's span): flush it and look again for a moment before giving up.
     for attempt in range(TRACE_WAIT_TRIES):
-        if mlflow.get_trace(feedback.trace_id) is not None:
+        if (trace := mlflow.get_trace(feedback.trace_id)) is not None:
             break
         mlflow.flush_trace_async_logging()
         time.sleep(0.25 * attempt)
     else:
         raise LookupError(f"no trace {feedback.trace_id!r} in the tracking store")
+    if trace.info.trace_metadata.get(TRACE_USER) != user:
+        raise PermissionError(f"trace {feedback.trace_id!r} is not one of your answers: feedback goes on your own")
     assessment = mlflow.log_feedback(
         trace_id=feedback.trace_id, name=FEEDBACK_NAME, value=feedback.verdict == "up", rationale=feedback.comment,
-        source=AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=user or "chat-page"))
+        source=AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=user))
     return assessment.assessment_id

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lakerag.settings import ChainSettings, load_settings
+from lakerag.settings import AccessSettings, ChainSettings, load_settings
 
 QUESTIONS = (
     "How do I keep my Debian system up to date?",
@@ -173,13 +173,18 @@ def run_load(base_url: str, limits: ChainSettings, clients: int = 16, seconds: f
 
 
 class LoopbackServer:
-    """An HTTP server on 127.0.0.1, in a thread, answering each POST with
-    `respond(path, headers, json_body) -> (status, json_payload or bytes, extra_headers)`."""
+    """An HTTP server on 127.0.0.1, in a thread, answering each POST (and GET, whose body is
+    None) with `respond(path, headers, json_body) -> (status, json_payload or bytes, extra_headers)`."""
 
     def __init__(self, respond: Callable[[str, dict, object], tuple[int, object, dict]]):
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                self.answer(None)
+
+            def do_POST(self):  # noqa: N802
+                self.answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+            def answer(self, body: object) -> None:
                 status, payload, headers = respond(self.path, dict(self.headers), body)
                 # bytes go out as they are (e.g. server-sent events, with their Content-Type)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -225,11 +230,11 @@ class LocalChain:
     `predict_stream(request) -> dicts`), without MLflow's registry: the same agent code as the
     registered model, for load tests and benchmarks."""
 
-    def __init__(self, chain) -> None:
+    def __init__(self, chain, access: AccessSettings = AccessSettings()) -> None:
         from lakerag.chain.agent import RagAgent
 
         self.agent = RagAgent()
-        self.agent.chain = chain
+        self.agent.chain, self.agent.access = chain, access
 
     def predict(self, request: dict) -> dict:
         return self.agent.predict(request).model_dump(exclude_none=True)

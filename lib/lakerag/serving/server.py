@@ -2,7 +2,15 @@
 page at / (static files in lakerag/serving/static, no build step, nothing from a CDN) with its API:
 GET /api/config, GET /api/documents (the served index's documents, for the filters), GET
 /documents/<doc_id>.pdf (cited PDFs, from bronze), POST /api/feedback (an assessment on the
-answer's MLflow trace).
+answer's MLflow trace), POST/DELETE /api/session (the page's sign-in: the token in an HttpOnly
+cookie).
+
+Who asks: with a users file (access.users_file) every route but /health, /ping, the page's
+static code and /api/session needs `Authorization: Bearer <token>` (or the page's cookie), else
+401; behind an authenticating proxy (access.proxy_user_header) its identity headers count when
+the request comes from access.trusted_proxies. Without either, callers are anonymous, which
+`serve` allows on loopback only. Answers, the document list and PDFs draw only on documents the
+caller's groups may read (a forbidden PDF is a 403); feedback goes only on the caller's own traces.
 
 /invocations speaks MLflow's ResponsesAgent protocol (`{"input": [...], "custom_inputs":
 {"filters": [...]}}` -> `{"output": [...], "custom_outputs": {...}}`; with `"stream": true`, its
@@ -25,11 +33,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from lakerag.access.identity import Authenticator, Identity
 from lakerag.chain.rag import BadRequest, validate_messages
 from lakerag.chain.responses import agent_request, answer_of, message_text, parse_filters
 from lakerag.serving.documents import PdfStore
@@ -38,6 +47,19 @@ from lakerag.settings import ChainSettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+SESSION_COOKIE = "lakerag_token"
+
+
+class Unauthenticated(Exception):
+    """The request proves no identity while authentication is on (answered 401)."""
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, else the sign-in cookie's."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.cookies.get(SESSION_COOKIE)
 
 
 def request_rows(payload: Any, limits: ChainSettings) -> tuple[bool, list[dict[str, Any]]]:
@@ -122,9 +144,10 @@ def documents_of(model: Any) -> Callable[[], list[dict[str, Any]]] | None:
 
 
 def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version: str | None = None,
-               pdfs: PdfStore | None = None) -> FastAPI:
+               pdfs: PdfStore | None = None, auth: Authenticator = Authenticator(None, None)) -> FastAPI:
     """The FastAPI app around a loaded ResponsesAgent `model`; with `pdfs`, the chat page opens
-    cited PDFs too. Feedback goes to the tracking store MLflow is pointed at."""
+    cited PDFs too; `auth` says who asks (default: no authentication, everyone anonymous).
+    Feedback goes to the tracking store MLflow is pointed at."""
     app = FastAPI(title="lakerag chain", description=f"RAG chain {model_uri}")
     one_at_a_time = threading.Lock()
     admitted = 0  # requests waiting for or holding the lock; only the event loop thread changes it
@@ -145,6 +168,43 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
     def too_large() -> JSONResponse:
         return error(413, f"request body is larger than {limits.max_request_bytes} bytes (chain.max_request_bytes)")
 
+    def caller(request: Request) -> Identity:
+        """The request's identity (a dependency of every route that returns data)."""
+        identity = auth.identify(request.client.host if request.client else None, request.headers,
+                                 bearer_token(request))
+        if identity is None:
+            raise Unauthenticated()
+        return identity
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(request: Request, exc: Unauthenticated) -> JSONResponse:
+        return error(401, "authentication required: send Authorization: Bearer <token> (your token from "
+                          "`lakerag add-user`), or sign in on the chat page", "UNAUTHENTICATED",
+                     {"WWW-Authenticate": "Bearer"})
+
+    @app.post("/api/session", status_code=204)
+    async def sign_in(request: Request):
+        """The chat page's sign-in: a valid token is kept in an HttpOnly, same-site cookie, so
+        that opening a cited PDF (a plain link) carries it too."""
+        body = await bounded_body(request)
+        if body is None:
+            return too_large()
+        try:
+            token = json.loads(body).get("token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or auth.directory is None or auth.directory.authenticate(token) is None:
+            return error(401, "unknown token", "UNAUTHENTICATED")
+        response = Response(status_code=204)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    @app.delete("/api/session", status_code=204)
+    async def sign_out() -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
     @app.get("/health")
     @app.get("/ping")
     async def health() -> dict[str, str]:  # async: never queued behind answers in the thread pool
@@ -157,27 +217,31 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
         return FileResponse(STATIC / "index.html")
 
     @app.get("/api/config")
-    async def config() -> dict[str, Any]:
-        """What the page needs to know: the model and the request limits it should respect."""
+    async def config(identity: Identity = Depends(caller)) -> dict[str, Any]:
+        """What the page needs to know: the model, who is signed in and the request limits."""
         return {"model_uri": model_uri, "model_version": model_version, "max_messages": limits.max_messages,
-                "max_message_chars": limits.max_message_chars, "documents": pdfs is not None}
+                "max_message_chars": limits.max_message_chars, "documents": pdfs is not None,
+                "user": identity.user, "authentication": auth.enabled}
 
     listed = documents_of(model)
 
     @app.get("/api/documents")
-    def documents() -> list[dict[str, Any]]:  # sync: runs in the thread pool
-        return listed() if listed else []
+    def documents(identity: Identity = Depends(caller)) -> list[dict[str, Any]]:  # sync: runs in the thread pool
+        return listed(identity.groups) if listed else []
 
     @app.get("/documents/{doc_id}.pdf")
-    def pdf(doc_id: str) -> Response:  # sync: delta-rs reads run in the thread pool
-        content = pdfs.pdf(doc_id) if pdfs else None
+    def pdf(doc_id: str, identity: Identity = Depends(caller)) -> Response:  # sync: delta-rs reads in the pool
+        try:
+            content = pdfs.pdf(doc_id, identity.groups) if pdfs else None
+        except PermissionError as err:
+            return error(403, str(err), "PERMISSION_DENIED")
         if content is None:
             return error(404, f"no active document {doc_id!r} in bronze_documents", "NOT_FOUND")
         return Response(content, media_type="application/pdf",
                         headers={"Content-Disposition": f'inline; filename="{doc_id}.pdf"'})
 
     @app.post("/api/feedback", status_code=201)
-    async def feedback(request: Request):
+    async def feedback(request: Request, identity: Identity = Depends(caller)):
         body = await bounded_body(request)
         if body is None:
             return too_large()
@@ -185,15 +249,16 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
             given = Feedback.parse(json.loads(body))
         except ValueError as err:  # BadRequest, bad JSON or UTF-8
             return error(400, str(err))
-        user = request.headers.get(limits.feedback_user_header) if limits.feedback_user_header else None
         try:
-            assessment_id = await run_in_threadpool(log_feedback, given, user)
+            assessment_id = await run_in_threadpool(log_feedback, given, identity.user)
         except LookupError as err:
             return error(404, str(err), "NOT_FOUND")
+        except PermissionError as err:
+            return error(403, str(err), "PERMISSION_DENIED")
         return {"assessment_id": assessment_id, "trace_id": given.trace_id}
 
     @app.post("/invocations")
-    async def invocations(request: Request):
+    async def invocations(request: Request, identity: Identity = Depends(caller)):
         nonlocal admitted
         body = await bounded_body(request)
         if body is None:
@@ -208,6 +273,8 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
             return error(400, str(err))
         except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
             return error(400, f"malformed JSON: {err}")
+        for row in rows:  # who asks is what authentication established, whatever the body claims
+            row["custom_inputs"]["identity"] = identity.record()
 
         if admitted >= limits.max_queued_requests:
             return error(503, f"{admitted} requests are already waiting or being answered "
@@ -258,15 +325,19 @@ def create_app(model: Any, limits: ChainSettings, model_uri: str, model_version:
     return app
 
 
-def serve(model_uri: str, limits: ChainSettings, host: str, port: int, pdfs: PdfStore | None = None) -> None:
-    """Load the model once (the alias resolved to its version), then serve until interrupted."""
+def serve(model_uri: str, limits: ChainSettings, host: str, port: int, pdfs: PdfStore | None = None,
+          auth: Authenticator = Authenticator(None, None)) -> None:
+    """Load the model once (the alias resolved to its version), then serve until interrupted;
+    refuses a non-loopback `host` when `auth` has no way to authenticate."""
     import uvicorn
 
     from lakerag.chain.registry import load_chain, resolve_model
 
+    auth.check_bind(host)
     version, load_uri = resolve_model(model_uri)
     log.info("loading %s (version %s)", model_uri, version)
-    app = create_app(load_chain(load_uri), limits, model_uri, version, pdfs)
+    log.info("authentication: %s", "on" if auth.enabled else "off (every caller is anonymous)")
+    app = create_app(load_chain(load_uri), limits, model_uri, version, pdfs, auth)
     log.info("chat page on http://%s:%d/", host, port)
     log.info("serving %s on http://%s:%d/invocations", model_uri, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

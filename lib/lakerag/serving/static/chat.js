@@ -17,10 +17,24 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+class SignInNeeded extends Error {}
+
 async function getJson(url) {
   const response = await fetch(url);
+  if (response.status === 401) throw new SignInNeeded();
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   return response.json();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  // The server keeps a valid token in an HttpOnly cookie, so links to cited PDFs carry it too.
+  const response = await fetch("/api/session", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: $("token").value }),
+  });
+  if (response.ok) window.location.reload();
+  else showError("That token is not known to this server.");
 }
 
 async function init() {
@@ -43,7 +57,8 @@ async function init() {
   try {
     state.config = await getJson("/api/config");
     const version = state.config.model_version ? ` (version ${state.config.model_version})` : "";
-    $("model").textContent = `Answers from ${state.config.model_uri}${version}.`;
+    const who = state.config.authentication ? ` Signed in as ${state.config.user}.` : "";
+    $("model").textContent = `Answers from ${state.config.model_uri}${version}.${who}`;
     if (state.config.documents) {
       state.documents = await getJson("/api/documents");
       for (const doc of state.documents) {
@@ -52,6 +67,14 @@ async function init() {
       $("filters").hidden = state.documents.length === 0;
     }
   } catch (err) {
+    if (err instanceof SignInNeeded) {
+      $("model").textContent = "Sign in to ask questions.";
+      $("ask").hidden = true;
+      $("sign-in").hidden = false;
+      $("sign-in").addEventListener("submit", signIn);
+      $("token").focus();
+      return;
+    }
     showError(`The server could not be reached (${err.message}); reload the page to try again.`);
   }
 }
