@@ -33,7 +33,7 @@ from common import silver_lakehouse, write_result  # noqa: E402
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
 from lakerag.retrieval.index_files import write_index  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
-from lakerag.retrieval.retriever import Retriever  # noqa: E402
+from lakerag.retrieval.retriever import Filters, Retriever  # noqa: E402
 from lakerag.settings import RetrievalSettings, Settings  # noqa: E402
 from lakerag.lakehouse.tables import SILVER_SECTIONS  # noqa: E402
 
@@ -69,6 +69,9 @@ def main() -> None:
         copies = -(-args.size // len(chunks))
         big = chunks.loc[np.tile(np.arange(len(chunks)), copies)[: args.size]].reset_index(drop=True)
         big["chunk_id"] = [f"{cid}-{i}" for i, cid in enumerate(big["chunk_id"])]
+        # Permissions: R-data's chunks readable by group hr only, the Debian FAQ's by everyone.
+        restricted = big["file_name"] == "R-data.pdf"
+        big["groups"] = [["hr"] if r else ["users"] for r in restricted]
         jittered = np.tile(vectors, (copies, 1))[: args.size] + rng.normal(0, 0.02, (args.size, vectors.shape[1]))
         jittered = (jittered / np.linalg.norm(jittered, axis=1, keepdims=True)).astype(np.float32)
         rerank = rng.normal(size=(args.size, 768)).astype(np.float32)
@@ -97,6 +100,10 @@ def main() -> None:
             ("bm25", lambda q: retriever.search(q, k=5, mode="bm25", rerank=False)),
             ("hybrid rrf (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=False)),
             ("hybrid", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False)),
+            (f"hybrid, reader in users ({(~restricted).mean():.0%} readable)",
+             lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False, filters=Filters(groups=("users",)))),
+            ("hybrid, reader in hr + users (all)",
+             lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False, filters=Filters(groups=("hr", "users")))),
             ("hybrid rrf + rerank (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=True)),
             ("hybrid+rerank", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=True)),
         ]
@@ -104,7 +111,7 @@ def main() -> None:
         for name, run in rows:
             p50, p99 = timed_queries(run, queries)
             results[name] = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
-            print(f"{name:<34} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+            print(f"{name:<40} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
         raw = results["raw FAISS: encode query + search"]["p50_ms"]
         hybrid = results["hybrid"]["p50_ms"]
         print(f"hybrid p50 / (encode + FAISS) p50 = {hybrid / raw:.2f} (goal: hybrid p50 <= 20 ms and <= 2x raw FAISS)")

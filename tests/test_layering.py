@@ -33,7 +33,7 @@ class Blocked:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Blocked())
 import lakerag
-for package in ("retrieval", "chain", "serving"):
+for package in ("retrieval", "chain", "serving", "access"):
     root = importlib.import_module("lakerag." + package)
     for module in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
         importlib.import_module(module.name)

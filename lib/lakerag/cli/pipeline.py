@@ -62,6 +62,8 @@ def _embed_gold(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     log.info("gold done in %.1f s", time.perf_counter() - started)
     for model in report.embedded:
         print(f"{model}: embedded {report.embedded[model]}, removed {report.removed[model]}")
+    if report.relabelled:
+        print(f"vectors re-labelled with their document's groups (not embedded again): {report.relabelled}")
     if not report.changed:
         print("no changes: gold_embeddings left as it was")
     return 0
@@ -117,7 +119,9 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
                     "binaryFile source. Readable PDFs are merged into bronze_documents keyed by "
                     "(path, sha256 of the bytes); anything else goes to bronze_quarantine with a "
                     "reason. Re-running over unchanged files writes nothing; changed files supersede "
-                    "their old version; removed files become 'deleted' tombstones.",
+                    "their old version; removed files become 'deleted' tombstones. Each document is "
+                    "labelled with the groups allowed to read it (access.rules: landing path prefix -> "
+                    "groups); a change of rules re-labels without reading the files again.",
     )
     ingest.add_argument("--landing", default=os.environ.get("LAKERAG_LANDING", "data/corpus"),
                         help="folder or UC volume path with the PDFs (default %(default)s; env LAKERAG_LANDING)")
@@ -154,7 +158,8 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
         "Embed the chunks of gold.strategies with models.embedding (and gold.extra_models) "
                     "using sentence-transformers from packaged weights or a model folder. Only chunks "
                     "without a vector from the current model version are embedded; vectors of chunks "
-                    "that left silver are removed.",
+                    "that left silver are removed; vectors whose document's groups changed (access.rules) "
+                    "are re-labelled.",
     )
 
     index, where = engine_task(

@@ -51,6 +51,8 @@ def print_silver_summary(spark: SparkSession, lakehouse: Lakehouse, report: Silv
     print(f"\nparsed: {report.parsed}  failed: {sum(report.failed.values())} {report.failed or ''}  "
           f"removed documents: {report.removed_documents}  sections added: {report.sections_added}")
     print(f"chunks added: {report.chunks_added or 0}  chunks removed: {report.chunks_removed}")
+    if report.relabelled:
+        print(f"documents re-labelled (access.rules or a moved file; not parsed again): {report.relabelled}")
     if not report.changed:
         print("no changes: silver tables left as they were")
     sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).groupBy("doc_id").agg(
