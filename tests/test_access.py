@@ -180,3 +180,32 @@ def test_retrieval_never_scores_a_chunk_the_reader_may_not_read(tmp_path):
     assert sorted(row for row, _ in retriever.dense_ranking(vectors[:1], 4, mask)) == [1, 3]
     assert [d["doc_id"] for d in retriever.documents(("users",))] == ["pub"]
     assert sorted(d["doc_id"] for d in retriever.documents(("legal", "users"))) == ["hr2", "pub"]
+
+
+def test_serve_refuses_a_public_address_before_loading_anything(tmp_path, monkeypatch, capsys):
+    from lakerag.cli import main
+
+    monkeypatch.delenv("LAKERAG_USERS_FILE", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--lake-root", str(tmp_path)]) == 2
+    assert "refusing to serve on 0.0.0.0 without authentication" in capsys.readouterr().err
+
+
+def test_search_as_a_user_shows_only_what_their_groups_may_read(tmp_path, capsys):
+    from lakerag.cli import main
+
+    texts = ["salary bands are reviewed every march", "the office opens at eight"]
+    vectors = load_sentence_model(MINILM).encode(texts, normalize_embeddings=True)
+    folder = tiny_index(tmp_path / "idx", texts, vectors, doc_ids=["hr1", "pub"], groups=[["hr"], ["users"]])
+    users = tmp_path / "users.yml"
+    add_user(users, "alice", ["hr"])
+    add_user(users, "bob", [])
+    found = {}
+    for user in ("alice", "bob"):
+        assert main(["search", "salary bands", "--index", str(folder), "--user", user, "--no-rerank",
+                     "--set", f"access.users_file={users}"]) == 0
+        found[user] = [line.split("(")[1].split(")")[0] for line in capsys.readouterr().out.splitlines()
+                       if line[:1].isdigit()]
+    assert found == {"alice": ["hr1.pdf", "pub.pdf"], "bob": ["pub.pdf"]}
+    assert main(["search", "salary", "--index", str(folder), "--user", "carol",
+                 "--set", f"access.users_file={users}"]) == 2
+    assert "unknown user 'carol'" in capsys.readouterr().err

@@ -145,4 +145,11 @@ def test_each_user_gets_only_what_their_groups_may_read(spark, lakehouse, tmp_pa
             assert sorted(d["file_name"] for d in call("/api/documents", user="alice")[1]) == [
                 "handbook.pdf", "salaries.pdf"]
             assert call(f"/documents/{documents['handbook.pdf']}.pdf", user="bob")[0] == 403
+
+            # A change of rules (hr/ no longer restricted) re-labels the same way.
+            unrestricted = dataclasses.replace(settings, access=AccessSettings())
+            silver, gold, index = run_pipeline(spark, lakehouse, landing, unrestricted, root)
+            assert (silver.parsed, silver.relabelled, sum(gold.embedded.values())) == (0, 2, 0) and index.built
+            assert sorted(d["file_name"] for d in call("/api/documents", user="bob")[1]) == [
+                "handbook.pdf", "salaries.pdf"]
     shutil.rmtree(root)

@@ -182,8 +182,10 @@ def test_vector_search_source_has_one_models_vectors_with_citation_columns(spark
         [("c1", "d1", "s1", ["Intro", "Scope"], 2, 3, "text one"), ("c2", "d1", "s1", ["Intro"], 2, 2, "two")],
         "chunk_id string, doc_id string, section_id string, heading_path array<string>, page_start int, "
         "page_end int, text string")
-    documents = spark.createDataFrame([("d1", "Guide", "guide.pdf")], "doc_id string, title string, file_name string")
+    documents = spark.createDataFrame([("d1", "Guide", "guide.pdf", ["hr", "users"])],
+                                      "doc_id string, title string, file_name string, groups array<string>")
     got = vector_search_source(gold, chunks, documents, "m1", "section")
     expected = spark.createDataFrame(
-        [("c1", "d1", "s1", "Guide", "guide.pdf", "Intro > Scope", 2, 3, "text one", [1.0, 0.0])], got.schema)
+        [("c1", "d1", "s1", "Guide", "guide.pdf", "Intro > Scope", 2, 3, "text one", [1.0, 0.0], ["hr", "users"])],
+        got.schema)
     assert_same_rows(got, expected, ["chunk_id"])

@@ -21,11 +21,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from lakerag.access.identity import add_user
 from lakerag.lakehouse.batch_serving import run_batch
 from lakerag.evaluation.jobs import run_evaluation
 from lakerag.chain.registry import register_chain
 from lakerag.retrieval.retriever import Retriever
-from lakerag.settings import ChainSettings, Settings
+from lakerag.settings import AccessSettings, ChainSettings, Settings
 from lakerag.serving.loadtest import healthy
 from lakerag.chain.responses import agent_request, answer_of
 from lakerag.lakehouse.tables import SERVING_ANSWERS, SERVING_QUESTIONS
@@ -220,25 +221,32 @@ def test_bad_requests_get_a_4xx_and_the_server_stays_up(server, body, status, me
     assert healthy(base) and process.poll() is None
 
 
-def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered, corpus_index):
+def test_batch_job_answers_each_question_once_and_records_failures(spark, lakehouse, registered, corpus_index,
+                                                                   tmp_path):
     mlflow.set_tracking_uri(registered[0])
     now = datetime.now(timezone.utc)
-    spark.createDataFrame([("q1", QUESTION, ["file=debian-faq.pdf"], now), ("q2", "What is dpkg?", ["nope"], now)],
+    spark.createDataFrame([("q1", QUESTION, ["file=debian-faq.pdf"], now, "alice"),
+                           ("q2", "What is dpkg?", ["nope"], now, None),
+                           ("q3", "What is dpkg?", None, now, "carol")],  # not in the users file
                           SERVING_QUESTIONS.schema).write.insertInto(lakehouse.table(SERVING_QUESTIONS.name))
-    report = run_batch(spark, lakehouse, MODEL)
-    assert (report.model_version, report.answered, report.failed, report.skipped) == ("1", 1, 1, 0)
+    add_user(tmp_path / "users.yml", "alice", ["hr"])
+    access = AccessSettings(users_file=str(tmp_path / "users.yml"))
+    report = run_batch(spark, lakehouse, MODEL, access)
+    assert (report.model_version, report.answered, report.failed, report.skipped) == ("1", 1, 2, 0)
     rows = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
     assert rows["q1"].answer and SECTION in [c.section for c in rows["q1"].citations] and rows["q1"].error is None
     assert rows["q1"].latency_s > 0 and rows["q1"].model_uri == MODEL
     assert rows["q1"].index_version == corpus_index[1].folder.name and rows["q2"].index_version is None
     assert rows["q2"].answer is None and "expected KEY=VALUE" in rows["q2"].error
+    assert (rows["q1"].user, rows["q2"].user) == ("alice", None)
+    assert rows["q3"].answer is None and "unknown user 'carol'" in rows["q3"].error
 
-    # a re-run answers nothing already answered, and tries the failed question again
-    again = run_batch(spark, lakehouse, MODEL)
-    assert (again.answered, again.failed, again.skipped) == (0, 1, 1)
+    # a re-run answers nothing already answered, and tries the failed questions again
+    again = run_batch(spark, lakehouse, MODEL, access)
+    assert (again.answered, again.failed, again.skipped) == (0, 2, 1)
     rows_again = {r.question_id: r for r in spark.table(lakehouse.table(SERVING_ANSWERS.name)).collect()}
     assert rows_again["q1"].answer == rows["q1"].answer and rows_again["q1"].answered_at == rows["q1"].answered_at
-    assert len(rows_again) == 2
+    assert len(rows_again) == 3
 
 
 def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, corpus_index):

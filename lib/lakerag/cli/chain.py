@@ -31,8 +31,10 @@ def _search(args: argparse.Namespace) -> int:
     settings = load_settings(args.conf, args.overrides)
     try:
         filters = Filters.parse(args.filter)
+        if args.user:  # what this user would get; without --user the operator sees every document
+            filters = dataclasses.replace(filters, groups=user_identity(settings, args.user).groups)
         folder = args.index or latest_index(index_root_of(args), settings)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, LookupError, OSError) as err:
         print(f"lakerag search: {err}", file=sys.stderr)
         return 2
     retriever = Retriever.from_settings(folder, settings)
@@ -43,6 +45,16 @@ def _search(args: argparse.Namespace) -> int:
         print(f"{rank}. [{hit.score:.3f}] {hit.citation()}")
         print(f"   {' '.join(hit.text.split())[:300]}")
     return 0
+
+
+def user_identity(settings, user: str):
+    """`user`'s identity from the users file access.* names; LookupError/OSError saying what is missing."""
+    from lakerag.access.identity import UserDirectory
+
+    directory = UserDirectory.from_settings(settings.access)
+    if directory is None:
+        raise LookupError(f"--user {user}: no users file (set access.users_file or ${settings.access.users_env})")
+    return directory.identity(user)
 
 
 def _register_chain(args: argparse.Namespace) -> int:
@@ -109,7 +121,13 @@ def _ask(args: argparse.Namespace) -> int:
     from lakerag.chain.rag import BadRequest
     from lakerag.chain.registry import load_chain
     from lakerag.chain.responses import agent_request, answer_of
+    from lakerag.settings import load_settings
 
+    try:
+        identity = user_identity(load_settings(args.conf, args.overrides), args.user) if args.user else None
+    except (LookupError, OSError, ValueError) as err:
+        print(f"lakerag ask: {err}", file=sys.stderr)
+        return 2
     mlflow_experiment(args)  # the answer's trace goes to this experiment
     uri = model_uri_of(args)
     log.info("loading %s", uri)
@@ -117,7 +135,8 @@ def _ask(args: argparse.Namespace) -> int:
     print(f"model: {uri}\nquestion: {args.question}")
     try:
         streaming = False
-        for event in model.predict_stream(agent_request([{"role": "user", "content": args.question}], args.filter)):
+        request = agent_request([{"role": "user", "content": args.question}], args.filter, identity)
+        for event in model.predict_stream(request):
             if event.get("type") == "response.output_text.delta":
                 if not streaming:
                     print("draft: ", end="")
@@ -151,6 +170,9 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
                         help="doc=ID, file=NAME, 'section=Title > Subtitle', pages=3-9, tag:language=en "
                              "(repeatable; all must hold)")
     search.add_argument("--no-rerank", action="store_true", help="skip retrieval.reranker")
+    search.add_argument("--user", default=None,
+                        help="search as this user of the users file (access.users_file): only documents "
+                             "their groups may read (default: every document, the operator's view)")
     search.add_argument("--index", type=Path, default=None, help="an index folder (default: the latest)")
     add_index_root(add_common(search, engine=False))
     search.set_defaults(runner=_search)
@@ -181,6 +203,9 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
     ask.add_argument("question")
     ask.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                      help="metadata filter, as for search (repeatable)")
+    ask.add_argument("--user", default=None,
+                     help="ask as this user of the users file (access.users_file), with their groups "
+                          "(default: anonymous, who reads the documents of group users only)")
     where = add_common(ask, engine=False)
     add_mlflow(where)
     add_model(where, alias="champion")

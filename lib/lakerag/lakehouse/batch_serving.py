@@ -45,16 +45,17 @@ def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_
             rows = []
             for question in batch.itertuples(index=False):
                 started = time.perf_counter()
+                user = question.user if isinstance(question.user, str) else None  # pandas gives NaN for null
                 row = {"question_id": question.question_id, "question": question.question, "answer": None,
                        "citations": None, "model_uri": model_uri, "model_version": model_version, "index_version": None,
                        "prompt_tokens": None, "completion_tokens": None, "error": None, "answered_at": run_time,
-                       "user": question.user}
+                       "user": user}
                 try:
                     filters = [] if question.filters is None else list(question.filters)
-                    if question.user is not None and question.user not in identities:
-                        raise LookupError(f"unknown user {question.user!r}: add them to the users file "
+                    if user is not None and user not in identities:
+                        raise LookupError(f"unknown user {user!r}: add them to the users file "
                                           "(access.users_file, `lakerag add-user`)")
-                    identity = Identity.from_record(identities[question.user]) if question.user else ANONYMOUS
+                    identity = Identity.from_record(identities[user]) if user else ANONYMOUS
                     out = answer_of(model.predict(agent_request(
                         [{"role": "user", "content": question.question}], filters, identity)))
                     row |= {"answer": out["answer"],
