@@ -200,3 +200,26 @@ def test_schema_drift_is_refused_with_a_clear_error(spark, lake_root, tmp_path):
 def test_three_level_names_and_utc(spark, lakehouse):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.sql(f"SELECT count(*) AS n FROM {lakehouse.table('bronze_documents')}").first().n == 0
+
+
+def test_a_table_from_before_permissions_gains_the_groups_column_and_the_next_run_labels_it(
+        spark, lake_root, tmp_path, landing):
+    from pyspark.sql.types import StructType
+
+    from lakerag.settings import AccessSettings
+
+    lakehouse = Lakehouse(TEST_CATALOG, "upgrade", tmp_path)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TEST_CATALOG}.upgrade")
+    put(landing, "hr/a.pdf", "minimal-document.pdf")
+    old = StructType(BRONZE_DOCUMENTS.schema.fields[:-1])  # the layout before issue 21
+    content = (landing / "hr" / "a.pdf").read_bytes()
+    spark.createDataFrame([(hashlib.sha256(content).hexdigest(), str(landing / "hr" / "a.pdf"), "a.pdf",
+                            len(content), None, content, "active", T0, T0)], old).write.format("delta").save(
+        lakehouse.location(BRONZE_DOCUMENTS.name))
+    ensure_tables(spark, lakehouse, BRONZE_TABLES)  # adds the column instead of refusing the table
+    [row] = spark.table(lakehouse.table(BRONZE_DOCUMENTS.name)).collect()
+    assert row.groups is None and row.status == "active"
+    report = ingest_bronze(spark, lakehouse, str(landing), SETTINGS, run_time=T0 + timedelta(hours=1),
+                           access=AccessSettings(rules={"hr/": ["hr"]}))
+    assert report.changes == {(BRONZE_DOCUMENTS.name, "relabelled"): 1}
+    assert spark.table(lakehouse.table(BRONZE_DOCUMENTS.name)).first().groups == ["hr"]

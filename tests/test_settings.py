@@ -51,3 +51,11 @@ def test_overrides_change_one_setting_and_are_validated():
         apply_overrides(Settings(), ["k=6"])
     with pytest.raises(SettingsError, match=r"chain\.k: expected int, got 'six'"):
         apply_overrides(Settings(), ["chain.k=six"])
+
+
+def test_a_retired_key_is_ignored_with_a_warning_so_older_models_settings_still_load(caplog):
+    from lakerag.settings import settings_from_dict
+
+    settings = settings_from_dict({"chain": {"k": 3, "feedback_user_header": "X-Forwarded-Email"}})
+    assert settings.chain.k == 3
+    assert "chain.feedback_user_header is no longer used" in caplog.text

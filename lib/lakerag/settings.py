@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,10 +508,18 @@ class Settings:
                                 f"gold.strategies {list(self.gold.strategies)}: only those chunks have vectors")
 
 
+# Keys earlier versions had: still read (a registered model's logged settings, an old conf file),
+# ignored with a warning that says what replaced them.
+RETIRED = {"chain.feedback_user_header": "feedback now records the authenticated caller (access.*, issue 21)"}
+
+
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise SettingsError(f"{where or 'settings'}: expected a mapping, got {type(data).__name__}")
+    for key in [k for k in data if f"{where}.{k}" in RETIRED]:
+        logging.getLogger(__name__).warning("setting %s.%s is no longer used: %s", where, key, RETIRED[f"{where}.{key}"])
+        data = {k: v for k, v in data.items() if k != key}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

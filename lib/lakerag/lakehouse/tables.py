@@ -350,8 +350,9 @@ ALL_TABLES: tuple[TableSpec, ...] = (
 )
 
 
-def arrow_schema(spec: TableSpec):
-    """The table's schema as a pyarrow schema, for writers without an engine (delta-rs)."""
+def arrow_schema(spec: TableSpec, fields: list[StructField] | None = None):
+    """The table's schema (or just `fields` of it) as a pyarrow schema, for writers without an
+    engine (delta-rs)."""
     import pyarrow as pa
 
     def arrow_type(data_type: DataType):
@@ -360,12 +361,14 @@ def arrow_schema(spec: TableSpec):
                   TimestampType: pa.timestamp("us", tz="UTC")}
         if isinstance(data_type, ArrayType):
             return pa.list_(arrow_type(data_type.elementType))
+        if isinstance(data_type, StructType):
+            return pa.struct([pa.field(f.name, arrow_type(f.dataType)) for f in data_type.fields])
         if type(data_type) in simple:
             return simple[type(data_type)]
         raise TypeError(f"no arrow type for {data_type.simpleString()} in {spec.name}")
 
     # Nullable like the tables the engines create (see "Known engine limitations" in the README).
-    return pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in spec.schema.fields])
+    return pa.schema([pa.field(f.name, arrow_type(f.dataType)) for f in fields or spec.schema.fields])
 
 
 class TableSchemaMismatch(RuntimeError):
@@ -406,7 +409,7 @@ def _add_missing_columns(spark: SparkSession, name: str, spec: TableSpec, locati
         return
     from deltalake import DeltaTable, Schema
 
-    missing = Schema.from_arrow(arrow_schema(spec)).fields[len(actual):]
+    missing = Schema.from_arrow(arrow_schema(spec, added)).fields
     DeltaTable(location).alter.add_columns(list(missing))
     log.info("table %s: added columns %s (made by an older lakerag)", name, [f.name for f in missing])
 
