@@ -40,6 +40,29 @@ def page(title: bytes, *lines: bytes) -> bytes:
     return one_page(stream(b"BT /F1 18 Tf 72 720 Td (%s) Tj ET\nBT /F1 11 Tf 72 690 Td %s ET" % (title, shown)))
 
 
+CHROMIUM = shutil.which("chromium")
+
+
+def sign_in_on_the_page(base: str, token: str, restricted_doc: str) -> None:
+    """In a real browser: the page asks for a token, signs in, lists the documents the user may
+    read, and the cookie lets it open a restricted PDF."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        expect(page.get_by_label("Access token")).to_be_visible()
+        expect(page.get_by_label("Your question")).to_be_hidden()
+        page.get_by_label("Access token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#model")).to_contain_text("Signed in as alice")
+        expect(page.get_by_label("Your question")).to_be_visible()
+        expect(page.locator("#document option")).to_have_count(3)  # all documents, handbook, salaries
+        assert page.request.get(f"{base}/documents/{restricted_doc}.pdf").status == 200
+        browser.close()
+
+
 def run_pipeline(spark, lakehouse, landing, settings, root):
     """One scheduled run: every layer, then the index."""
     ingest_bronze(spark, lakehouse, str(landing), settings.bronze, access=settings.access)
@@ -98,6 +121,9 @@ def test_each_user_gets_only_what_their_groups_may_read(spark, lakehouse, tmp_pa
             documents = {d["file_name"]: d["doc_id"] for d in call("/api/documents", user="alice")[1]}
             assert sorted(documents) == ["handbook.pdf", "salaries.pdf"]
             assert [d["file_name"] for d in call("/api/documents", user="bob")[1]] == ["handbook.pdf"]
+
+            if CHROMIUM:
+                sign_in_on_the_page(base, tokens["alice"], documents["salaries.pdf"])
 
             question = "When are salary bands for engineers reviewed?"
             answer, trace = ask("alice", question)
