@@ -231,3 +231,17 @@ def test_promote_moves_the_alias_only_when_the_gate_passes(mlflow_store, capsys)
     _evaluation_run("3", 0.75)
     assert promote("chain", experiment, "generated", ("recall@k",))[0]
     assert str(client.get_model_version_by_alias("chain", "champion").version) == "3"
+
+
+def test_evaluation_asks_as_a_reader_of_every_group_a_document_carries(spark, lakehouse):
+    from datetime import datetime, timezone
+
+    from lakerag.access.identity import Identity
+    from lakerag.evaluation.jobs import evaluator
+    from lakerag.lakehouse.tables import SILVER_DOCUMENTS
+
+    now = datetime.now(timezone.utc)
+    rows = [(doc, "v", f"/l/{doc}.pdf", f"{doc}.pdf", doc, "en", 1, 1, 0, [], now, groups)
+            for doc, groups in (("pay", ["hr"]), ("law", ["hr", "legal"]), ("faq", ["users"]))]
+    spark.createDataFrame(rows, SILVER_DOCUMENTS.schema).write.insertInto(lakehouse.table(SILVER_DOCUMENTS.name))
+    assert evaluator(spark, lakehouse) == Identity("lakerag-evaluation", ("hr", "legal", "users"))

@@ -15,6 +15,7 @@ import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import SparkSession
 
+from lakerag.access.identity import Identity
 from lakerag.ingest.parse_pool import content_id
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.evaluation.metrics import (
@@ -32,6 +33,7 @@ from lakerag.lakehouse.tables import EVAL_JUDGMENTS, EVAL_QUESTIONS, SILVER_DOCU
 
 log = logging.getLogger(__name__)
 EVAL_SETS = ("generated", "debian-faq")
+EVALUATOR = "lakerag-evaluation"  # the user name evaluation's traces carry
 TAG_VERSION, TAG_SET, TAG_FINGERPRINT = "lakerag.model_version", "lakerag.eval_set", "lakerag.eval_fingerprint"
 
 
@@ -130,12 +132,21 @@ def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummar
             f"<th>recall@k</th><th>retrieved sections</th></tr>{worst_rows}</table></body></html>")
 
 
-def answers_from(model) -> Any:
-    """A predict function over rows of {messages, filters} that asks the loaded agent."""
+def evaluator(spark: SparkSession, lakehouse: Lakehouse) -> Identity:
+    """Who evaluation asks as: a reader of every group a document carries, so that a question
+    written from a restricted section is not scored as a miss (retrieval-only evaluation reads
+    the index unrestricted, as the operator)."""
+    groups = (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select(F.explode("groups").alias("group"))
+              .dropDuplicates().collect())
+    return Identity.of(EVALUATOR, [row.group for row in groups])
+
+
+def answers_from(model, identity: Identity | None = None) -> Any:
+    """A predict function over rows of {messages, filters} that asks the loaded agent (as `identity`)."""
     from lakerag.chain.responses import agent_request, answer_of
 
     def predict(rows: list[dict]) -> list[dict]:
-        return [answer_of(model.predict(agent_request(row["messages"], row["filters"]))) for row in rows]
+        return [answer_of(model.predict(agent_request(row["messages"], row["filters"], identity))) for row in rows]
 
     return predict
 
@@ -185,7 +196,8 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
         judge = Judge(make_llm(settings.llm), model_key(settings), config, cache)
     model = load_chain(model_uri)
     index_version = model.get_raw_model().chain.retriever.version
-    table = evaluate_chain(answers_from(model) if answers else retrieval_only(model), questions, judge,
+    predict = answers_from(model, evaluator(spark, lakehouse)) if answers else retrieval_only(model)
+    table = evaluate_chain(predict, questions, judge,
                            answer_relevance_similarity(settings.models.embedding), config)
     summary = summarise_table(table, config)
     if judge is not None and judge.new:
