@@ -204,18 +204,22 @@ def test_three_level_names_and_utc(spark, lakehouse):
 
 def test_a_table_from_before_permissions_gains_the_groups_column_and_the_next_run_labels_it(
         spark, lake_root, tmp_path, landing):
-    from pyspark.sql.types import StructType
+    import pyarrow as pa
+    from deltalake import write_deltalake
 
+    from lakerag.lakehouse.tables import arrow_schema
     from lakerag.settings import AccessSettings
 
     lakehouse = Lakehouse(TEST_CATALOG, "upgrade", tmp_path)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TEST_CATALOG}.upgrade")
     put(landing, "hr/a.pdf", "minimal-document.pdf")
-    old = StructType(BRONZE_DOCUMENTS.schema.fields[:-1])  # the layout before issue 21
+    # The layout before issue 21, written by another process (delta-rs here): no groups column.
+    old = arrow_schema(BRONZE_DOCUMENTS, BRONZE_DOCUMENTS.schema.fields[:-1])
     content = (landing / "hr" / "a.pdf").read_bytes()
-    spark.createDataFrame([(hashlib.sha256(content).hexdigest(), str(landing / "hr" / "a.pdf"), "a.pdf",
-                            len(content), None, content, "active", T0, T0)], old).write.format("delta").save(
-        lakehouse.location(BRONZE_DOCUMENTS.name))
+    row = {"doc_id": hashlib.sha256(content).hexdigest(), "source_path": str(landing / "hr" / "a.pdf"),
+           "file_name": "a.pdf", "size_bytes": len(content), "modification_time": None, "content": content,
+           "status": "active", "first_seen_at": T0, "status_changed_at": T0}
+    write_deltalake(lakehouse.location(BRONZE_DOCUMENTS.name), pa.Table.from_pylist([row], old))
     ensure_tables(spark, lakehouse, BRONZE_TABLES)  # adds the column instead of refusing the table
     [row] = spark.table(lakehouse.table(BRONZE_DOCUMENTS.name)).collect()
     assert row.groups is None and row.status == "active"

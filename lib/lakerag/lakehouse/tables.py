@@ -376,7 +376,8 @@ class TableSchemaMismatch(RuntimeError):
 
 
 def ensure_tables(spark: SparkSession, lakehouse: Lakehouse, specs: Iterable[TableSpec] = ALL_TABLES) -> None:
-    """Create missing tables and register existing local ones; fail if a schema has drifted."""
+    """Create missing tables and register existing local ones, adding the columns a newer
+    version declares; fail if a schema has drifted otherwise."""
     for spec in specs:
         name = lakehouse.table(spec.name)
         location = lakehouse.location(spec.name)
@@ -385,7 +386,18 @@ def ensure_tables(spark: SparkSession, lakehouse: Lakehouse, specs: Iterable[Tab
                 f"CREATE TABLE IF NOT EXISTS {name} ({spec.column_ddl()}) USING delta "
                 f"COMMENT {_sql_string(spec.comment)}"
             )
+            added = added_columns([f.name for f in spark.table(name).schema.fields], spec)
+            if added:
+                spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({TableSpec(spec.name, StructType(added), (), '').column_ddl()})")
         elif (Path(location) / "_delta_log").is_dir():
+            # Widened with delta-rs before the engine reads it (Sail 0.7.2 has no ALTER TABLE ADD COLUMNS).
+            from deltalake import DeltaTable, Schema
+
+            table = DeltaTable(location)
+            added = added_columns([f.name for f in table.schema().fields], spec)
+            if added:
+                table.alter.add_columns(list(Schema.from_arrow(arrow_schema(spec, added)).fields))
+                log.info("table %s: added columns %s (made by an older lakerag)", name, [f.name for f in added])
             # Re-register without a column list: the Delta log is the source of truth.
             spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION {_sql_string(location)}")
         else:
@@ -393,25 +405,16 @@ def ensure_tables(spark: SparkSession, lakehouse: Lakehouse, specs: Iterable[Tab
                 f"CREATE TABLE IF NOT EXISTS {name} ({spec.column_ddl()}) USING delta "
                 f"LOCATION {_sql_string(location)} COMMENT {_sql_string(spec.comment)}"
             )
-        if location is not None and (Path(location) / "_delta_log").is_dir():
-            _add_missing_columns(spark, name, spec, location)
         _check_schema(spark, name, spec)
 
 
-def _add_missing_columns(spark: SparkSession, name: str, spec: TableSpec, location: str) -> None:
-    """Add the declared columns a table made by an older lakerag lacks at its end (they read as
-    null in the existing rows); with delta-rs, since Sail 0.7.2 has no ALTER TABLE ADD COLUMNS."""
-    actual = [f.name for f in spark.table(name).schema.fields]
-    declared = spec.schema.fieldNames()
+def added_columns(actual: list[str], spec: TableSpec) -> list[StructField]:
+    """The declared columns a table made by an older lakerag lacks: nullable ones at the end of
+    the declared schema (existing rows read them as null). Any other difference is drift: []."""
     added = spec.schema.fields[len(actual):]
-    # Only what later versions added (nullable columns at the end); anything else is drift.
-    if not added or declared[: len(actual)] != actual or not all(f.nullable for f in added):
-        return
-    from deltalake import DeltaTable, Schema
-
-    missing = Schema.from_arrow(arrow_schema(spec, added)).fields
-    DeltaTable(location).alter.add_columns(list(missing))
-    log.info("table %s: added columns %s (made by an older lakerag)", name, [f.name for f in missing])
+    if not added or spec.schema.fieldNames()[: len(actual)] != actual or not all(f.nullable for f in added):
+        return []
+    return added
 
 
 def _check_schema(spark: SparkSession, name: str, spec: TableSpec) -> None:
