@@ -149,6 +149,10 @@ class ProxyTrust:
         return any(address in network for network in self.networks)
 
 
+class UnsafeBind(ValueError):
+    """`serve` asked to listen beyond loopback with no way to authenticate."""
+
+
 class Authenticator:
     """Resolves a request's identity: the trusted proxy's headers, else a bearer token."""
 
@@ -175,10 +179,10 @@ class Authenticator:
         return None
 
     def check_bind(self, host: str) -> None:
-        """Refuse (ValueError saying what to set) to listen beyond loopback without authentication."""
+        """Refuse (UnsafeBind saying what to set) to listen beyond loopback without authentication."""
         if self.enabled or is_loopback(host):
             return
-        raise ValueError(
+        raise UnsafeBind(
             f"refusing to serve on {host} without authentication: anyone who reaches the port could read every "
             "document. Set access.users_file (or $LAKERAG_USERS_FILE; `lakerag add-user` makes one), or "
             "access.proxy_user_header with access.trusted_proxies behind an authenticating proxy, or listen "

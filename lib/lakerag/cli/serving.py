@@ -14,7 +14,7 @@ log = logging.getLogger("lakerag")
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve a registered chain over HTTP until interrupted."""
-    from lakerag.access.identity import Authenticator
+    from lakerag.access.identity import Authenticator, UnsafeBind
     from lakerag.lakehouse.engine import Lakehouse
     from lakerag.lakehouse.tables import ACTIVE, BRONZE_DOCUMENTS
     from lakerag.serving.documents import PdfStore
@@ -24,8 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.conf, args.overrides)
     try:
         auth = Authenticator.from_settings(settings.access)
-        auth.check_bind(args.host)  # before minutes of loading, not after
-    except (OSError, ValueError) as err:  # no users file, a malformed one, or a public address without it
+    except (OSError, ValueError) as err:  # no users file, or a malformed one
         print(f"lakerag serve: {err}", file=sys.stderr)
         return 2
     mlflow_experiment(args)  # traces and feedback go to this experiment
@@ -33,7 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     pdfs = PdfStore(bronze, ACTIVE) if Path(bronze).is_dir() else None
     if pdfs is None:
         log.warning("no bronze table at %s: the chat page cannot open cited PDFs", bronze)
-    serve(model_uri_of(args), settings.chain, args.host, args.port, pdfs, auth)
+    try:
+        serve(model_uri_of(args), settings.chain, args.host, args.port, pdfs, auth)  # checks the bind first
+    except UnsafeBind as err:
+        print(f"lakerag serve: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

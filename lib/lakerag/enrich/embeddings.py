@@ -60,7 +60,7 @@ def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run
     return items.mapInPandas(embed_batches, GOLD_EMBEDDINGS.schema)
 
 
-def document_groups(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
+def silver_document_groups(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
     """doc_id -> groups allowed to read it, from silver_documents."""
     return (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).filter(F.col("groups").isNotNull())
             .select("doc_id", "groups").dropDuplicates(["doc_id"]))
@@ -156,11 +156,11 @@ def run_gold(
             log.info("%s: embedding %d chunks and summaries", model, count)
             # Labelled after embedding: a join before it would reshuffle the items to embed.
             embedded = embed_items(missing, model, version, settings.gold.batch_size, run_time).drop("groups")
-            (embedded.join(F.broadcast(document_groups(spark, lakehouse)), "doc_id", "left")
+            (embedded.join(F.broadcast(silver_document_groups(spark, lakehouse)), "doc_id", "left")
              .select(*GOLD_EMBEDDINGS.schema.fieldNames()).write.insertInto(gold_table))
         report.embedded[model] = count
     # Documents whose groups changed since their vectors were written (access.rules changed).
-    labels = spark.table(gold_table).select(*GOLD_EMBEDDINGS.key, "doc_id").join(document_groups(spark, lakehouse),
-                                                                                  "doc_id")
+    labels = spark.table(gold_table).select(*GOLD_EMBEDDINGS.key, "doc_id").join(
+        silver_document_groups(spark, lakehouse), "doc_id")
     report.relabelled = sync_column(spark, gold_table, GOLD_EMBEDDINGS.key, labels.drop("doc_id"), "groups")
     return report

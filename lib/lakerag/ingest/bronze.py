@@ -153,6 +153,11 @@ INSPECTED_COLUMNS = [
 ]
 
 
+def path_groups(source_path: str, root: str, access: AccessSettings) -> list[str]:
+    """The groups access.rules give the file at `source_path` under the landing folder `root`."""
+    return document_groups(landing_relative(source_path, root), access.rules, access.default_groups)
+
+
 def inspect_files(files: DataFrame, max_file_bytes: int, landing_root: str = "",
                   access: AccessSettings = AccessSettings()) -> DataFrame:
     """Add content_sha256, file_version, reason, message and the groups that may read it (by
@@ -172,8 +177,7 @@ def inspect_files(files: DataFrame, max_file_bytes: int, landing_root: str = "",
                 ],
                 reason=[v.reason for v in verdicts],
                 message=[v.message for v in verdicts],
-                groups=[document_groups(landing_relative(path, landing_root), access.rules, access.default_groups)
-                        for path in batch["source_path"]],
+                groups=[path_groups(path, landing_root, access) for path in batch["source_path"]],
             )
 
     out_schema = StructType(files.schema.fields + INSPECTED_COLUMNS)
@@ -255,7 +259,8 @@ def ingest_bronze(
     listed = listing.select("source_path", "size_bytes").collect()
     readable = [r.source_path for r in listed if 0 < r.size_bytes <= settings.max_file_bytes]
     files = listing.join(read_contents(spark, readable), "source_path", "left")
-    inspected = inspect_files(files, settings.max_file_bytes, landing_root(landing), access)
+    root = landing_root(landing)
+    inspected = inspect_files(files, settings.max_file_bytes, root, access)
 
     documents_in = inspected.filter(F.col("reason").isNull()).select(
         F.col("content_sha256").alias("doc_id"), "source_path", "file_name", "size_bytes",
@@ -276,11 +281,9 @@ def ingest_bronze(
         if counts:
             merge_into(spark, table, changes, spec.key,
                        matched="UPDATE SET t.status = s.status, t.status_changed_at = s.status_changed_at")
-    # Labels depend on the path alone: computed here from the listing, not from the bytes again.
-    root = landing_root(landing)
-    labels = spark.createDataFrame(
-        [(r.source_path, document_groups(landing_relative(r.source_path, root), access.rules, access.default_groups))
-         for r in listing.select("source_path").collect()], "source_path string, groups array<string>")
+    # Labels depend on the path alone: computed from the listing already collected, not the bytes.
+    labels = spark.createDataFrame([(r.source_path, path_groups(r.source_path, root, access)) for r in listed],
+                                   "source_path string, groups array<string>")
     relabelled = sync_column(spark, lakehouse.table(BRONZE_DOCUMENTS.name), ["source_path"], labels, "groups")
     if relabelled:
         report.changes[(BRONZE_DOCUMENTS.name, "relabelled")] = relabelled

@@ -141,6 +141,7 @@ def run_silver(
               SILVER_PARSE_STAGING)}
     report = SilverReport()
     active = active_documents(spark.table(table["bronze_documents"]))
+    labels = document_labels(spark.table(table["bronze_documents"]))
     outcomes = (spark.table(table["silver_documents"]).select("doc_id", "parser_version")
                 .unionByName(spark.table(table["silver_parse_failures"]).select("doc_id", "parser_version")))
     done = outcomes.filter(F.col("parser_version") == PARSER_VERSION).select("doc_id")
@@ -178,7 +179,7 @@ def run_silver(
         merge_into(spark, table["silver_sections"], sections, SILVER_SECTIONS.key)
         merge_into(spark, table["silver_chunks"], chunks, SILVER_CHUNKS.key)
         merge_into(spark, table["silver_parse_failures"], failures, SILVER_PARSE_FAILURES.key)
-        labelled = ok.join(document_labels(spark.table(table["bronze_documents"])), "doc_id", "left")
+        labelled = ok.join(labels, "doc_id", "left")
         merge_into(spark, table["silver_documents"], labelled.select(*SILVER_DOCUMENTS.schema.fieldNames()),
                    SILVER_DOCUMENTS.key)
         counts = staged.agg(F.count_if(F.col("reason").isNull()).alias("parsed"),
@@ -194,7 +195,7 @@ def run_silver(
     documents = spark.table(table["silver_documents"]).select(*SILVER_DOCUMENTS.key)
     report.relabelled = sync_column(
         spark, table["silver_documents"], SILVER_DOCUMENTS.key,
-        documents.join(document_labels(spark.table(table["bronze_documents"])), "doc_id"), "groups")
+        documents.join(labels, "doc_id"), "groups")
     return report
 
 

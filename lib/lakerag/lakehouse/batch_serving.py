@@ -25,9 +25,9 @@ _loaded: dict[str, object] = {}  # versioned model URI -> pyfunc model, loaded o
 
 
 def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_version: str, tracking_uri: str,
-                     registry_uri: str, run_time: datetime, identities: dict[str, dict] | None = None) -> DataFrame:
+                     registry_uri: str, run_time: datetime, identities: dict[str, Identity] | None = None) -> DataFrame:
     """serving_questions rows -> serving_answers rows (mapInPandas; the model loads once per worker),
-    each answered for the user its row names (`identities`: user -> Identity record; a row without
+    each answered for the user its row names (`identities`: user -> Identity; a row without
     a user asks anonymously). A question the chain fails on, or whose user is unknown, gets an
     error row instead of an answer: nothing is dropped."""
     identities = identities or {}
@@ -55,7 +55,7 @@ def answer_questions(questions: DataFrame, model_uri: str, load_uri: str, model_
                     if user is not None and user not in identities:
                         raise LookupError(f"unknown user {user!r}: add them to the users file "
                                           "(access.users_file, `lakerag add-user`)")
-                    identity = Identity.from_record(identities[user]) if user else ANONYMOUS
+                    identity = identities[user] if user else ANONYMOUS
                     out = answer_of(model.predict(agent_request(
                         [{"role": "user", "content": question.question}], filters, identity)))
                     row |= {"answer": out["answer"],
@@ -101,7 +101,7 @@ def run_batch(spark: SparkSession, lakehouse: Lakehouse, model_uri: str, access:
     # Answers are computed once, staged in memory, then merged: the MERGE must not re-run the model.
     directory = UserDirectory.from_settings(access)
     users = {r.user for r in todo.select("user").distinct().collect() if r.user is not None}
-    identities = {user: directory.users[user].record() for user in users if directory and user in directory.users}
+    identities = {user: directory.users[user] for user in users if directory and user in directory.users}
     answered = answer_questions(todo, model_uri, load_uri, version, mlflow.get_tracking_uri(),
                                 mlflow.get_registry_uri(), run_time, identities).toPandas()
     staged = spark.createDataFrame(answered, SERVING_ANSWERS.schema)
