@@ -50,7 +50,8 @@ def test_pipeline_runs_ingest_to_promote_in_order():
     assert after == {"ingest_bronze": [], "build_silver": ["ingest_bronze"], "summarize_sections": ["build_silver"],
                      "embed_gold": ["summarize_sections"], "build_index": ["embed_gold"],
                      "register_chain": ["build_index"], "generate_eval_set": ["build_silver"],
-                     "evaluate": ["register_chain", "generate_eval_set"], "promote": ["evaluate"]}
+                     "evaluate": ["register_chain", "generate_eval_set"], "check_judge": ["build_silver"],
+                     "promote": ["evaluate", "check_judge"]}
 
 
 def test_serving_endpoint_serves_the_registered_model_with_secrets_from_a_scope_and_the_agents_environment():

@@ -13,39 +13,51 @@ from mlflow import MlflowClient
 
 from lakerag.ingest.bronze import ingest_bronze
 from lakerag.chain.rag import RagChain
-from lakerag.evaluation.jobs import TAG_FINGERPRINT, TAG_SET, TAG_VERSION, load_questions, log_summary, promote
-from lakerag.evaluation.question_sets import parse_pairs, run_generation, split_of, support
+from lakerag.evaluation.jobs import (
+    PER_QUESTION,
+    TAG_FINGERPRINT,
+    TAG_JUDGE_CHECK,
+    TAG_SET,
+    TAG_VERSION,
+    judge_trusted,
+    load_questions,
+    promote,
+)
+from lakerag.evaluation.question_sets import parse_pair, passages, run_generation, split_of, support
 from lakerag.evaluation.metrics import (
     Judge,
-    MetricSummary,
     citation_accuracy,
     context_precision,
-    evaluate_chain,
     gate,
     judged_scores,
     summarise,
-    summarise_table,
 )
 from lakerag.chain.llm import make_llm
+from lakerag.evaluation.judge_check import check_judge, judge_cases
+from lakerag.evaluation.scorers import evaluate_chain
 from lakerag.retrieval.retriever import Retriever
 from lakerag.settings import ChainSettings, EvaluationSettings, Settings
 from lakerag.ingest.silver import run_silver
 from lakerag.enrich.summaries import MalformedOutput
-from lakerag.lakehouse.tables import EVAL_QUESTIONS, SILVER_SECTIONS
+from lakerag.lakehouse.tables import EVAL_QUESTIONS, SILVER_SECTIONS, merge_into
 from tests.conftest import put
 from tests.scripted_http import ScriptedServer, served_settings
 
-STYLES = ("factual", "paraphrased", "multi-sentence")
-
-
-def test_pairs_are_parsed_and_malformed_output_refused():
-    pairs = parse_pairs('Sure:\n[{"style": "factual", "question": "What is dpkg used for?", '
-                        '"answer": "It installs Debian packages."}]', STYLES)
-    assert pairs == [{"style": "factual", "question": "What is dpkg used for?", "answer": "It installs Debian packages."}]
-    for text, reason in [("no list", "no JSON list"), ('[{"question": "Why?"}]', "string"),
-                         ('[{"question": "What is it", "answer": "Something long."}]', "end with"), ("[]", "empty")]:
+def test_a_pair_is_parsed_and_malformed_output_refused():
+    pair = parse_pair('Sure:\n{"question": "What is dpkg used for?", "answer": "It installs Debian packages."}')
+    assert pair == {"question": "What is dpkg used for?", "answer": "It installs Debian packages."}
+    for text, reason in [("no object", "no JSON object"), ('{"question": "Why?"}', "string"),
+                         ('{"question": "What is it", "answer": "Something long."}', "end with")]:
         with pytest.raises(MalformedOutput, match=reason):
-            parse_pairs(text, STYLES)
+            parse_pair(text)
+
+
+def test_a_section_is_cut_into_passages_at_sentence_ends():
+    config = EvaluationSettings()  # one passage per 300 characters, 3 to 4 of them
+    sentence = "The dpkg tool installs one package file. "
+    assert [len(p) for p in passages(sentence * 3, config)] == [40, 40, 40]  # short: still 3 passages
+    long = passages(sentence * 60, config)  # 2,460 characters: at most 4
+    assert len(long) == 4 and all(p.endswith(".") for p in long) and " ".join(long) == (sentence * 60).strip()
 
 
 def test_support_and_split():
@@ -113,15 +125,101 @@ def test_judge_calls_are_cached_and_failures_recorded():
         assert later.judge("Another?", ["ctx"], "ref", "answer") is None and server.requests == []
 
 
-def test_gate_refuses_worse_beyond_intervals_and_accepts_equal():
-    good = {"recall@k": MetricSummary(0.8, 0.7, 0.9, 20, 0.0)}
-    same = {"recall@k": MetricSummary(0.78, 0.68, 0.88, 20, 0.0)}
-    bad = {"recall@k": MetricSummary(0.1, 0.0, 0.2, 20, 0.0)}
-    assert gate(good, same, ("recall@k",))[0]
-    passed, table = gate(good, bad, ("recall@k",))
-    assert not passed and table.loc[0, "verdict"] == "worse beyond the intervals"
+def _judgment(faithful: bool, correct: bool, derived: str) -> tuple[int, str]:
+    return 200, json.dumps({"answer_claims": [{"claim": "c", "in_contexts": faithful, "in_reference": correct}],
+                            "reference_statements": [{"statement": "s", "in_contexts": True, "in_answer": correct}],
+                            "answer_questions": [derived]})
+
+
+def test_the_judge_check_counts_right_verdicts_per_metric():
+    questions = pd.DataFrame({"question_id": ["a", "b"], "question": ["What is dpkg?", "What is apt?"],
+                              "reference_answer": ["dpkg installs package files. It is low level.",
+                                                   "apt fetches packages. It resolves dependencies."]})
+    cases = judge_cases(questions)
+    assert list(cases["case"]) == ["own", "own", "other", "other"]
+    assert list(cases["answer"]) == ["dpkg installs package files.", "apt fetches packages.",
+                                     "apt fetches packages.", "dpkg installs package files."]
+    replies = [_judgment(True, True, "What is dpkg?"),    # own answer judged right on every metric
+               _judgment(False, False, "Why?"),           # own answer failed: wrong on all but context recall
+               _judgment(False, False, "Why?"),           # another's answer failed: right on every metric
+               (200, "I cannot judge this.")]             # no judgment: wrong on every metric
+    config = dataclasses.replace(EvaluationSettings(), bootstrap_resamples=200)
+    with ScriptedServer(replies) as server:
+        judge = Judge(make_llm(served_settings(server).llm), "openai:test-model", config, cache={})
+        table, accuracy = check_judge(judge, lambda q, derived: 0.9 if derived == [q] else 0.1, questions, config)
+        assert len(server.requests) == 4
+    assert {m: s.mean for m, s in accuracy.items()} == {
+        "faithfulness": 0.5, "answer_relevance": 0.5, "context_recall": 0.75, "answer_correctness": 0.5}
+    assert list(table["faithfulness_right"]) == [True, False, True, False]
+
+
+def test_each_metric_is_an_assessment_on_the_answers_trace(mlflow_store):
+    questions = pd.DataFrame({"question_id": ["q1", "q2"], "question": ["What is dpkg?", "What is apt?"],
+                              "reference_answer": ["r1", "r2"], "section_id": ["s1", "s2"], "doc_id": ["d", "d"],
+                              "page_start": [1, 2], "page_end": [1, 2]})
+    answers = {"What is dpkg?": (["s1", "s9"], [{"doc_id": "d", "page_start": 1, "page_end": 1}]),
+               "What is apt?": (["s9", "s8"], [])}
+
+    def predict(rows: list[dict]) -> list[dict]:
+        retrieved, citations = answers[rows[0]["messages"][-1]["content"]]
+        return [{"answer": "a", "retrieved": retrieved, "citations": citations,
+                 "contexts": [{"text": f"text of {s}"} for s in retrieved]}]
+
+    config = EvaluationSettings()
+    with mlflow.start_run() as run:
+        table = evaluate_chain(predict, questions, None, lambda q, o: 0.0, config)
+    assert list(table["recall@k"]) == [1.0, 0.0] and list(table["mrr"]) == [1.0, 0.0]
+    assert table["citation_accuracy"].iloc[0] == 1.0 and math.isnan(table["citation_accuracy"].iloc[1])
+    assert table["faithfulness"].isna().all()  # no judge
+    traces = {t.info.trace_id: t for t in mlflow.search_traces(run_id=run.info.run_id, return_type="list")}
+    first = {a.name: a for a in traces[table["trace_id"].iloc[0]].info.assessments}
+    assert first["recall_at_k"].value == 1.0 and first["citation_accuracy"].value == 1.0
+    second = {a.name: a for a in traces[table["trace_id"].iloc[1]].info.assessments}
+    assert second["citation_accuracy"].error.error_message == "the answer cites nothing"
+
+
+def _per_question(**metrics: list[float]) -> pd.DataFrame:
+    count = len(next(iter(metrics.values())))
+    return pd.DataFrame({"question_id": [f"q{i:02}" for i in range(count)], **metrics})
+
+
+def test_the_paired_gate_compares_question_by_question():
+    config = dataclasses.replace(EvaluationSettings(), bootstrap_resamples=1000, max_drop=0.05)
+    hits = [1.0] * 30 + [0.0] * 10
+    champion = _per_question(**{"recall@k": hits})
+    # 4 of 30 hits lost and nothing gained: both means' intervals overlap (0.75 vs 0.65 on 40
+    # questions), but every paired difference is <= 0, so the interval of the mean lies below zero
+    lost = _per_question(**{"recall@k": [0.0] * 4 + hits[4:]})
+    passed, table = gate(champion, lost, ("recall@k",), config)
+    assert not passed and table.loc[0, "verdict"] == "refused: worse, interval below zero"
+    assert table.loc[0, "difference"] == -0.1 and table.loc[0, "questions"] == 40
+    # different questions right, the same quality: 3 lost, 3 gained -> accepted
+    swapped = _per_question(**{"recall@k": [0.0] * 3 + hits[3:30] + [1.0] * 3 + [0.0] * 7})
+    passed, table = gate(champion, swapped, ("recall@k",), config)
+    assert passed and table.loc[0, "verdict"] == "not worse" and table.loc[0, "difference"] == 0.0
+    # 5 lost, 2 gained: the interval reaches zero, the mean drop 0.075 exceeds max_drop 0.05
+    worse = _per_question(**{"recall@k": [0.0] * 5 + hits[5:30] + [1.0] * 2 + [0.0] * 8})
+    passed, table = gate(champion, worse, ("recall@k",), config)
+    assert not passed and table.loc[0, "verdict"] == "refused: mean drop 0.075 > max_drop 0.05"
+    assert float(table.loc[0, "interval"].strip("[]").split(", ")[1]) >= 0.0
+    assert gate(champion, worse, ("recall@k",), dataclasses.replace(config, max_drop=0.1))[0]
+
+
+def test_the_paired_gate_skips_unscored_pairs_and_refuses_what_it_cannot_compare():
+    config = dataclasses.replace(EvaluationSettings(), bootstrap_resamples=200)
+    nan = float("nan")
+    champion = _per_question(**{"recall@k": [1.0, 1.0, 0.0, 1.0], "faithfulness": [1.0, 0.5, nan, 1.0]})
+    # a judge failure on either side is no difference: only the 2 questions both scored count
+    challenger = _per_question(**{"recall@k": [1.0, 1.0, 0.0, 1.0], "faithfulness": [1.0, nan, 0.0, 1.0]})
+    passed, table = gate(champion, challenger, ("recall@k", "faithfulness"), config)
+    assert passed and table.set_index("metric").loc["faithfulness", "questions"] == 2
+    unjudged = _per_question(**{"recall@k": [1.0, 1.0, 0.0, 1.0], "faithfulness": [nan] * 4})
+    passed, table = gate(champion, unjudged, ("faithfulness",), config)
+    assert not passed and table.loc[0, "verdict"] == "refused: the challenger has no scores"
+    with pytest.raises(ValueError, match="different questions"):
+        gate(champion, champion.head(3), ("recall@k",), config)
     with pytest.raises(ValueError, match="unknown"):
-        gate(good, same, ("recal@k",))
+        gate(champion, challenger, ("recal@k",), config)
 
 
 def test_generation_keeps_supported_pairs_rejects_the_rest_retires_and_erases_with_the_source(spark, lakehouse, landing):
@@ -132,30 +230,43 @@ def test_generation_keeps_supported_pairs_rejects_the_rest_retires_and_erases_wi
     sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).collect()
     section = min(sections, key=lambda r: hashlib.sha256(f"0{r.section_id}".encode()).hexdigest())
     words = " ".join(section.text.split()[:12])
-    pairs = json.dumps([
-        {"style": "factual", "question": "What does this section of the outline say?", "answer": words},
-        {"style": "paraphrased", "question": "What does this section of the outline say?", "answer": words},
-        {"style": "multi-sentence", "question": "Which zebra won the lighthouse race?",
-         "answer": "The striped zebra won the lighthouse race easily."},
-    ])
-    with ScriptedServer([(200, pairs)]) as server:
+    # one call per passage (3 here), the styles in turn
+    pairs = [{"question": "What does this section of the outline say?", "answer": words},
+             {"question": "What does this section of the outline say?", "answer": words},
+             {"question": "Which zebra won the lighthouse race?", "answer": "The striped zebra won the lighthouse race easily."}]
+    with ScriptedServer([(200, json.dumps(pair)) for pair in pairs]) as server:
         settings = served_settings(server)
         settings = dataclasses.replace(settings, evaluation=dataclasses.replace(
-            settings.evaluation, max_sections=1, min_chars=0, seed_examples=()))
+            settings.evaluation, max_sections=1, min_chars=0, questions_max=3))
         report = run_generation(spark, lakehouse, settings)
-        sent = server.requests[0]["body"]["messages"][1]["content"]
-    assert report.statuses == {"active": 1, "rejected": 2} and report.prompt_tokens == 21
+        sent = server.requests[0]["body"]["messages"]
+        assert len(server.requests) == 3
+    # the human-written example is a finished first exchange, the section the last request
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"].startswith('Passage of "Installing a package file"')
+    assert json.loads(sent[2]["content"])["question"] == "Which command installs a .deb file that is already on the disk?"
+    assert report.statuses == {"active": 1, "rejected": 2} and report.prompt_tokens == 3 * 21
+    assert report.reasons == {"duplicate": 1, "unsupported": 1} and report.sections == 1
     rows = {r.style: r for r in spark.table(lakehouse.table(EVAL_QUESTIONS.name)).collect()}
-    assert rows["factual"].status == "active" and rows["factual"].split in ("train", "test")
+    # all questions of a section on one side: the section id's hash decides
+    assert {r.split for r in rows.values()} == {split_of(section.section_id, 0.5)}
+    assert rows["factual"].status == "active"
     assert rows["paraphrased"].reason.startswith("duplicate (similarity 1.00")
     assert rows["multi-sentence"].reason.startswith("unsupported (support 0.")
-    assert {r.section_id for r in rows.values()} == {section.section_id} and section.text[:200] in sent
+    assert {r.section_id for r in rows.values()} == {section.section_id} and section.text[:200] in sent[-1]["content"]
 
+    # a question split by the old rule (its own id) moves to its section's side on the next run
+    wrong = "train" if rows["factual"].split == "test" else "test"
+    merge_into(spark, lakehouse.table(EVAL_QUESTIONS.name),
+               spark.createDataFrame([(rows["factual"].question_id, wrong)], "question_id string, split string"),
+               EVAL_QUESTIONS.key, matched="UPDATE SET t.split = s.split", insert=False)
     with ScriptedServer([]) as server:  # no new qualifying section: nothing is asked
         settings_again = dataclasses.replace(settings, llm=served_settings(server).llm,
                                              evaluation=dataclasses.replace(settings.evaluation, max_sections=0,
                                                                             min_chars=10**6))
-        assert run_generation(spark, lakehouse, settings_again).statuses == {} and server.requests == []
+        again = run_generation(spark, lakehouse, settings_again)
+        assert again.statuses == {} and server.requests == [] and again.resplit == 1
+    assert {r.split for r in spark.table(lakehouse.table(EVAL_QUESTIONS.name)).collect()} == {split_of(section.section_id, 0.5)}
 
     put(landing, "outline.pdf", "pdflatex-4-pages.pdf")  # a new version: its old sections leave silver
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
@@ -175,27 +286,34 @@ def test_generation_keeps_supported_pairs_rejects_the_rest_retires_and_erases_wi
 
 
 @pytest.mark.slow
-def test_gate_refuses_a_chain_with_k_0_and_accepts_an_equal_one(spark, corpus_index):
+def test_the_gate_refuses_a_moderate_regression_and_accepts_another_configuration_of_equal_quality(
+        spark, corpus_index, mlflow_store):
     lakehouse, report, _ = corpus_index
     questions = load_questions(spark, lakehouse, "debian-faq", limit=20)
     config = dataclasses.replace(EvaluationSettings(), bootstrap_resamples=500)
 
-    def summary_for(k: int, server: ScriptedServer) -> dict[str, MetricSummary]:
-        settings = dataclasses.replace(served_settings(server),
-                                       chain=dataclasses.replace(ChainSettings(), k=k, rerank=False))
+    def evaluated(server: ScriptedServer, k: int, **retrieval) -> pd.DataFrame:
+        base = served_settings(server)
+        settings = dataclasses.replace(base, chain=dataclasses.replace(ChainSettings(), k=k, rerank=False),
+                                       retrieval=dataclasses.replace(base.retrieval, **retrieval))
         chain = RagChain(Retriever.from_settings(report.folder, settings), make_llm(settings.llm), settings.chain)
-        table = evaluate_chain(lambda rows: [chain.answer(r["messages"]) for r in rows], questions, None,
-                               lambda q, o: 0.0, config)
-        return summarise_table(table, config)
+        with mlflow.start_run():
+            return evaluate_chain(lambda rows: [chain.answer(r["messages"]) for r in rows], questions, None,
+                                  lambda q, o: 0.0, config)
 
     with ScriptedServer([(200, "See [1].")] * 60) as server:
-        champion, equal, degraded = summary_for(4, server), summary_for(4, server), summary_for(0, server)
-    assert champion["recall@k"].mean > 0.5 and degraded["recall@k"].mean == 0.0
-    assert math.isnan(champion["faithfulness"].mean) and champion["faithfulness"].nan_rate == 1.0
+        champion = evaluated(server, 4)
+        other = evaluated(server, 4, fusion="rrf", bm25_weight=0.3)  # another fusion of equal quality
+        fewer = evaluated(server, 2)  # k 4 -> 2: the sections at ranks 3 and 4 are lost
+    assert math.isnan(champion["faithfulness"].iloc[0]) and champion["trace_id"].str.startswith("tr-").all()
     metrics = config.gate_metrics
-    assert gate(champion, equal, metrics)[0]
-    passed, table = gate(champion, degraded, metrics)
-    assert not passed and set(table["verdict"]) == {"worse beyond the intervals"}
+    passed, table = gate(champion, other, metrics, config)
+    assert passed, table.to_string()
+    assert (champion["retrieved"] != other["retrieved"]).any()  # a different ranking, not the same chain
+    passed, table = gate(champion, fewer, metrics, config)
+    verdicts = table.set_index("metric")["verdict"]
+    assert not passed and verdicts["recall@k"].startswith("refused"), table.to_string()
+    assert champion["recall@k"].mean() - fewer["recall@k"].mean() < 0.2  # moderate: a few questions
 
 
 class _Constant(mlflow.pyfunc.PythonModel):
@@ -203,34 +321,58 @@ class _Constant(mlflow.pyfunc.PythonModel):
         return ["x"]
 
 
-def _evaluation_run(version: str, recall: float, fingerprint: str = "f") -> None:
+def _evaluation_run(version: str, recall: list[float], faithfulness: list[float] | None = None) -> None:
     with mlflow.start_run():
-        mlflow.set_tags({TAG_VERSION: version, TAG_SET: "generated", TAG_FINGERPRINT: fingerprint})
-        log_summary({"recall@k": MetricSummary(recall, recall - 0.1, recall + 0.1, 10, 0.0)})
+        mlflow.set_tags({TAG_VERSION: version, TAG_SET: "generated", TAG_FINGERPRINT: "f"})
+        table = _per_question(**{"recall@k": recall, "faithfulness": faithfulness or [float("nan")] * len(recall)})
+        mlflow.log_table(table, PER_QUESTION)
 
 
-def test_promote_moves_the_alias_only_when_the_gate_passes(mlflow_store, capsys):
+def test_promote_moves_the_alias_only_when_the_paired_gate_passes(mlflow_store):
     experiment = mlflow.get_experiment_by_name("lakerag-test").experiment_id
     client = MlflowClient()
-    assert promote("chain", experiment, "generated", ("recall@k",)) == (
+    config = dataclasses.replace(EvaluationSettings(), gate_metrics=("recall@k",), bootstrap_resamples=200)
+    assert promote("chain", experiment, "generated", config, "judge") == (
         False, "chain has no @challenger: run `lakerag register-chain` first")
-    for _ in range(3):
+    for _ in range(4):
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="m", python_model=_Constant())
         mlflow.register_model(info.model_uri, "chain")
     client.set_registered_model_alias("chain", "challenger", "1")
-    assert promote("chain", experiment, "generated", ("recall@k",))[0] is False  # not evaluated yet
-    _evaluation_run("1", 0.8)
-    assert promote("chain", experiment, "generated", ("recall@k",))[0]  # first champion
+    assert promote("chain", experiment, "generated", config, "judge")[0] is False  # not evaluated yet
+    hits = [1.0] * 8 + [0.0] * 2
+    _evaluation_run("1", hits, faithfulness=[1.0] * 10)
+    assert promote("chain", experiment, "generated", config, "judge")[0]  # first champion
     client.set_registered_model_alias("chain", "challenger", "2")
-    _evaluation_run("2", 0.2)
-    passed, why = promote("chain", experiment, "generated", ("recall@k",))
-    assert not passed and "worse beyond the intervals" in why
+    _evaluation_run("2", [0.0] * 3 + hits[3:])
+    passed, why = promote("chain", experiment, "generated", config, "judge")
+    assert not passed and "refused: worse, interval below zero" in why and "judge judge has no check" in why
     assert str(client.get_model_version_by_alias("chain", "champion").version) == "1"
+    # the verdict table is logged with the decision
+    logged = mlflow.search_runs([experiment], filter_string="tags.`lakerag.gate` = 'refused'", output_format="list")
+    assert len(logged) == 1 and logged[0].data.tags["lakerag.challenger_version"] == "2"
+    # judged metrics gate only where the judge's latest check reached judge_min_accuracy (0.85)
+    _judge_check("judge", faithfulness=0.7, answer_correctness=0.9)
+    assert judge_trusted(experiment, "judge", config)[0] == ("answer_correctness",)
+    _judge_check("judge", faithfulness=0.9, answer_correctness=0.6)
+    trusted, why = judge_trusted(experiment, "judge", config)
+    assert trusted == ("faithfulness",) and "gated judged metrics: faithfulness" in why
+    assert judge_trusted(experiment, "another-judge", config)[0] == ()
+    # the same retrieval with unfaithful answers: refused on faithfulness
     client.set_registered_model_alias("chain", "challenger", "3")
-    _evaluation_run("3", 0.75)
-    assert promote("chain", experiment, "generated", ("recall@k",))[0]
-    assert str(client.get_model_version_by_alias("chain", "champion").version) == "3"
+    _evaluation_run("3", hits, faithfulness=[0.0] * 10)
+    passed, why = promote("chain", experiment, "generated", config, "judge")
+    assert not passed and "faithfulness" in why.splitlines()[-1] and "refused" in why.splitlines()[-1]
+    client.set_registered_model_alias("chain", "challenger", "4")
+    _evaluation_run("4", hits, faithfulness=[1.0] * 10)
+    assert promote("chain", experiment, "generated", config, "judge")[0]
+    assert str(client.get_model_version_by_alias("chain", "champion").version) == "4"
+
+
+def _judge_check(judge: str, **accuracy: float) -> None:
+    with mlflow.start_run():
+        mlflow.set_tags({TAG_JUDGE_CHECK: judge})
+        mlflow.log_metrics({f"judge_accuracy_{metric}": value for metric, value in accuracy.items()})
 
 
 def test_evaluation_asks_as_a_reader_of_every_group_a_document_carries(spark, lakehouse):

@@ -299,7 +299,11 @@ class LlamaCppLLM:
     def chat(self, messages: Messages, max_tokens: int | None = None, temperature: float | None = None,
              schema: dict | None = None) -> Completion:
         started = time.perf_counter()
-        reply = self.server.handle_chat_completions(chat_body(self.settings, messages, max_tokens, temperature, schema))
+        try:
+            reply = self.server.handle_chat_completions(chat_body(self.settings, messages, max_tokens, temperature,
+                                                                  schema))
+        except RuntimeError as err:  # e.g. output cut off by max_tokens inside a schema's grammar
+            raise LLMError(f"llama.cpp: {err}") from err
         if "error" in reply:
             raise LLMError(f"llama.cpp: {reply['error']}")
         return self._completion(reply, reply["choices"][0]["message"]["content"] or "", started)

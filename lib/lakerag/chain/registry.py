@@ -114,7 +114,9 @@ def resolve_model(model_uri: str) -> tuple[str, str]:
     if alias:
         version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
         return version, f"models:/{name}/{version}"
-    return model_uri.rstrip("/").rsplit("/", 1)[-1], model_uri
+    name, _, version = model_uri[len("models:/"):].rstrip("/").rpartition("/")
+    MlflowClient().get_model_version(name, version)  # raises MlflowException when there is no such version
+    return version, model_uri
 
 
 def load_chain(model_uri: str):

@@ -1,5 +1,5 @@
-"""Commands that evaluate and improve the chain: generate-eval-set, evaluate, promote, finetune,
-evaluate-finetuned."""
+"""Commands that evaluate and improve the chain: generate-eval-set, evaluate, check-judge, promote,
+finetune, evaluate-finetuned."""
 from __future__ import annotations
 
 import argparse
@@ -30,9 +30,13 @@ def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> 
     started = time.perf_counter()
     report = run_generation(spark, lakehouse, settings)
     log.info("question generation done in %.1f s", time.perf_counter() - started)
-    print(f"question pairs written: {report.statuses or 0}  sections without valid output: "
-          f"{report.failed_sections}  retired: {report.retired}  erased: {report.erased}  tokens in/out: "
-          f"{report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: {report.waiting}")
+    kept = report.statuses.get("active", 0)
+    print(f"question pairs written: {report.statuses or 0} from {report.sections} sections "
+          f"({kept / report.sections if report.sections else 0:.2f} kept a section)  rejected as: "
+          f"{report.reasons or 'none'}  sections without valid output: {report.failed_sections}  retired: "
+          f"{report.retired}  erased: {report.erased}  moved to their section's split: {report.resplit}  "
+          f"tokens in/out: {report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: "
+          f"{report.waiting}")
     candidates = candidates_from_feedback(spark, lakehouse, thumbs_down([mlflow_experiment(args)]))
     print(f"candidate questions from thumbs-down feedback (status candidate, to review): {candidates}")
     return 0
@@ -46,23 +50,26 @@ def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
 
     experiment_id = mlflow_experiment(args)
     name = model_name_of(args)
-    for alias in args.aliases:
+    targets = ([(f"version {v}", f"models:/{name}/{v}") for v in args.version] if args.version else
+               [(f"@{alias}", f"models:/{name}@{alias}") for alias in args.aliases])
+    for label, target in targets:
         try:
-            version, uri = resolve_model(f"models:/{name}@{alias}")
+            version, uri = resolve_model(target)
         except MlflowException:
-            print(f"{name} has no @{alias}: skipped")
+            print(f"{name} has no {label}: skipped")
             continue
         for eval_set in args.eval_set:
             try:
                 result = run_evaluation(spark, lakehouse, settings, uri, version, eval_set,
                                         experiment_id, not args.no_judge, answers=not args.retrieval_only)
             except NoQuestions as err:
-                print(f"@{alias} on {eval_set}: skipped, {err}")
+                print(f"{label} on {eval_set}: skipped, {err}")
                 continue
             if result is None:
-                print(f"@{alias} (version {version}) already evaluated on these {eval_set} questions")
+                print(f"{label} (version {version}) already evaluated on these {eval_set} questions with these "
+                      "settings and this index version")
                 continue
-            print(f"@{alias} (version {version}) on {eval_set}: {len(result['table'])} questions, run {result['run_id']}")
+            print(f"{label} (version {version}) on {eval_set}: {len(result['table'])} questions, run {result['run_id']}")
             for metric, s in result["summary"].items():
                 if s.nan_rate == 1.0:
                     continue  # not measured in this mode
@@ -70,13 +77,32 @@ def _evaluate(spark, lakehouse, settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_judge(spark, lakehouse, settings, args: argparse.Namespace) -> int:
+    from lakerag.evaluation.jobs import NoQuestions, run_judge_check
+
+    try:
+        result = run_judge_check(spark, lakehouse, settings, mlflow_experiment(args))
+    except NoQuestions as err:
+        print(f"lakerag check-judge: {err}", file=sys.stderr)
+        return 2
+    config = settings.evaluation
+    print(f"judge {result['judge']} on {len(result['table']) // 2} Debian FAQ questions ({len(result['table'])} "
+          f"cases: each question's own answer and another question's), MLflow run {result['run_id']}")
+    for metric, s in result["accuracy"].items():
+        used = ("gated" if s.mean >= config.judge_min_accuracy else "advisory") if metric in config.judged_gate_metrics \
+            else "reported"
+        print(f"  {metric:18} accuracy {s.mean:5.3f}  [{s.ci_low:.3f}, {s.ci_high:.3f}]  {used}")
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
+    from lakerag.chain.llm import model_key
     from lakerag.evaluation.jobs import promote
     from lakerag.settings import load_settings
 
     settings = load_settings(args.conf, args.overrides)
     promoted, explanation = promote(model_name_of(args), mlflow_experiment(args), args.eval_set,
-                                    settings.evaluation.gate_metrics)
+                                    settings.evaluation, model_key(settings))
     print(explanation)
     return 0 if promoted else 1
 
@@ -161,28 +187,45 @@ def add_commands(tasks: argparse._SubParsersAction) -> None:
     evaluate_, where = engine_task(
         tasks, "evaluate", _evaluate,
         "evaluate registered chain versions on the question sets and log results to MLflow",
-        "For each --aliases version: answer the test split of eval_questions (--eval-set generated) "
-        "and/or the Debian FAQ's own questions (debian-faq), compute recall@k, MRR, nDCG@k, context "
-        "precision, citation accuracy and (unless --no-judge) faithfulness, answer relevance, context "
-        "recall and answer correctness with the LLM judge, with bootstrap intervals; log metrics, "
-        "the per-question table and report.html to MLflow. A version already evaluated on the same "
-        "questions is skipped.",
+        "For each --aliases (or --version) version: answer the test split of eval_questions (--eval-set "
+        "generated) and/or the Debian FAQ's own questions (debian-faq) through mlflow.genai.evaluate, "
+        "so each answer is a trace with its scores as assessments; the scorers compute recall@k, MRR, "
+        "nDCG@k, context precision, citation accuracy and (unless --no-judge) faithfulness, answer "
+        "relevance, context recall and answer correctness with the LLM judge; means with bootstrap "
+        "intervals, the per-question table and report.html are logged to the same run. A version "
+        "already evaluated on the same questions, mode, logged settings and index version is skipped.",
     )
     add_mlflow(where)
     add_model(where, alias=None)
     evaluate_.add_argument("--aliases", nargs="+", default=["challenger", "champion"],
                            help="aliases whose versions to evaluate (default: challenger champion)")
+    evaluate_.add_argument("--version", nargs="+", default=None, metavar="N",
+                           help="registered model versions to evaluate instead of aliases")
     evaluate_.add_argument("--eval-set", nargs="+", choices=("generated", "debian-faq"), default=["generated"])
     evaluate_.add_argument("--no-judge", action="store_true", help="no LLM judge: judged metrics are NaN")
     evaluate_.add_argument("--retrieval-only", action="store_true",
                            help="run only the logged chain's retriever (no answers, no LLM calls): "
                                 "retrieval metrics only, fast")
 
+    check, where = engine_task(
+        tasks, "check-judge", _check_judge,
+        "measure the LLM judge's accuracy on the Debian FAQ before its metrics may gate promotion",
+        "On evaluation.judge_check_questions Debian FAQ questions the judge (llm.*) scores the authors' "
+        "answer to each question (should pass) and the authors' answer to a different question "
+        "(should fail faithfulness, correctness and relevance), with the question's own section as "
+        "context and reference. Logs accuracy per metric with bootstrap intervals to MLflow; `promote` "
+        "gates on evaluation.judged_gate_metrics only where the latest check reached "
+        "evaluation.judge_min_accuracy (else they are advisory).",
+    )
+    add_mlflow(where)
+
     promote_ = tasks.add_parser(
-        "promote", help="move @champion to @challenger if the evaluation gate passes (exit 1 if not)",
-        description="Compare the latest evaluations of @challenger and @champion on --eval-set: the "
-                    "challenger is refused if on any of evaluation.gate_metrics its interval lies wholly "
-                    "below the champion's. Prints the comparison table.")
+        "promote", help="move @champion to @challenger if the paired evaluation gate passes (exit 1 if not)",
+        description="Compare the latest evaluations of @challenger and @champion on --eval-set question "
+                    "by question: for each of evaluation.gate_metrics (and the judged_gate_metrics the "
+                    "judge's check trusts) the challenger-minus-champion differences get a paired "
+                    "bootstrap interval; refused when it lies below zero or the mean drop exceeds "
+                    "evaluation.max_drop. Prints the verdict table and logs it to MLflow.")
     where = add_common(promote_, engine=False)
     add_mlflow(where)
     add_model(where, alias="challenger")

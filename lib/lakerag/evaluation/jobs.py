@@ -19,15 +19,14 @@ from lakerag.access.identity import Identity
 from lakerag.ingest.parse_pool import content_id
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.evaluation.metrics import (
-    METRICS,
     Judge,
     MetricSummary,
     answer_relevance_similarity,
-    evaluate_chain,
     gate,
     summarise_table,
 )
-from lakerag.settings import Settings
+from lakerag.evaluation.scorers import assessment_name, evaluate_chain
+from lakerag.settings import EvaluationSettings, Settings
 from lakerag.chain.llm import model_key
 from lakerag.lakehouse.tables import EVAL_JUDGMENTS, EVAL_QUESTIONS, SILVER_DOCUMENTS, SILVER_SECTIONS, merge_into
 
@@ -35,6 +34,9 @@ log = logging.getLogger(__name__)
 EVAL_SETS = ("generated", "debian-faq")
 EVALUATOR = "lakerag-evaluation"  # the user name evaluation's traces carry
 TAG_VERSION, TAG_SET, TAG_FINGERPRINT = "lakerag.model_version", "lakerag.eval_set", "lakerag.eval_fingerprint"
+TAG_KEY = "lakerag.eval_key"  # questions + mode + chain settings + index version
+TAG_JUDGE_CHECK = "lakerag.judge_check"  # the judge a check run measured
+PER_QUESTION = "per_question.json"
 
 
 class NoQuestions(ValueError):
@@ -68,21 +70,28 @@ def fingerprint(questions: pd.DataFrame) -> str:
     return content_id(*sorted(questions["question_id"]))
 
 
+def evaluation_key(questions: pd.DataFrame, mode: str, model_config: dict[str, Any], index: dict[str, Any]) -> str:
+    """Identity of what an evaluation measures: the questions, the mode (judge included), the
+    chain's logged settings and the index version it reads; the same key is not evaluated twice."""
+    return content_id(fingerprint(questions), mode, json.dumps(model_config, sort_keys=True, default=str),
+                      json.dumps(index, sort_keys=True, default=str))
+
+
 def _tag_filter(**tags: str) -> str:
     """An MLflow filter string over lakerag tags; values are checked, not quoted blindly."""
     for value in tags.values():
         if not re.fullmatch(r"[\w.:+\-]+", value):
             raise ValueError(f"unexpected characters in tag value {value!r}")
-    names = {"version": TAG_VERSION, "eval_set": TAG_SET, "fingerprint": TAG_FINGERPRINT}
+    names = {"version": TAG_VERSION, "eval_set": TAG_SET, "fingerprint": TAG_FINGERPRINT, "key": TAG_KEY,
+             "judge": TAG_JUDGE_CHECK}
     return " and ".join(f"tags.`{names[key]}` = '{value}'" for key, value in tags.items())
 
 
-def evaluated_before(experiment_id: str, version: str, eval_set: str, print_: str) -> bool:
+def evaluated_before(experiment_id: str, key: str) -> bool:
+    """Whether an evaluation with this evaluation_key is already logged."""
     import mlflow
 
-    runs = mlflow.search_runs([experiment_id], filter_string=_tag_filter(version=version, eval_set=eval_set,
-                                                                         fingerprint=print_))
-    return len(runs) > 0
+    return len(mlflow.search_runs([experiment_id], filter_string=_tag_filter(key=key))) > 0
 
 
 def report_html(title: str, table: pd.DataFrame, summary: dict[str, MetricSummary], confidence: float) -> str:
@@ -168,6 +177,53 @@ def retrieval_only(model) -> Any:
     return predict
 
 
+def judge_for(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> Judge:
+    """The LLM judge of llm.*, with the judgments already stored in eval_judgments as its cache."""
+    from lakerag.chain.llm import make_llm
+
+    cache = {r.judgment_id: r.asDict() for r in spark.table(lakehouse.table(EVAL_JUDGMENTS.name)).collect()}
+    return Judge(make_llm(settings.llm), model_key(settings), settings.evaluation, cache)
+
+
+def store_judgments(spark: SparkSession, lakehouse: Lakehouse, judge: Judge) -> None:
+    """Keep the judgments made in this run in eval_judgments (asked again never)."""
+    if not judge.new:
+        return
+    now = datetime.now(timezone.utc)
+    rows = [{"judgment_id": judgment_id, "judge": judge.name, "created_at": now, **value}
+            for judgment_id, value in judge.new.items()]
+    merge_into(spark, lakehouse.table(EVAL_JUDGMENTS.name), spark.createDataFrame(rows, EVAL_JUDGMENTS.schema),
+               EVAL_JUDGMENTS.key)
+
+
+def run_judge_check(spark: SparkSession, lakehouse: Lakehouse, settings: Settings,
+                    experiment_id: str) -> dict[str, Any]:
+    """Check the judge on evaluation.judge_check_questions Debian FAQ questions and log its
+    accuracy per metric to MLflow (tag lakerag.judge_check = the judge), where the gate finds it."""
+    import mlflow
+
+    from lakerag.evaluation.judge_check import check_judge
+
+    config = settings.evaluation
+    questions = load_questions(spark, lakehouse, "debian-faq", config.judge_check_questions)
+    if len(questions) < 2:
+        raise NoQuestions("the judge check needs the Debian FAQ in silver (debian-faq.pdf in the landing folder)")
+    judge = judge_for(spark, lakehouse, settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"check-judge-{judge.name}") as run:
+        table, accuracy = check_judge(judge, answer_relevance_similarity(settings.models.embedding), questions,
+                                      config)
+        mlflow.set_tags({TAG_JUDGE_CHECK: judge.name})
+        mlflow.log_params({"questions": len(questions), "cases": len(table), "judge_calls": judge.calls,
+                           "pass_threshold": 0.5})
+        for metric, s in accuracy.items():
+            key = assessment_name(metric)
+            mlflow.log_metrics({f"judge_accuracy_{key}": s.mean, f"judge_accuracy_{key}_ci_low": s.ci_low,
+                                f"judge_accuracy_{key}_ci_high": s.ci_high})
+        mlflow.log_table(table, "judge_cases.json")
+    store_judgments(spark, lakehouse, judge)
+    return {"run_id": run.info.run_id, "accuracy": accuracy, "table": table, "judge": judge.name}
+
+
 def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, model_uri: str, version: str,
                    eval_set: str, experiment_id: str, use_judge: bool,
                    answers: bool = True) -> dict[str, Any] | None:
@@ -175,7 +231,6 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     already evaluated on exactly these questions. answers=False evaluates the retriever only."""
     import mlflow
 
-    from lakerag.chain.llm import make_llm
     from lakerag.chain.registry import load_chain
 
     config = settings.evaluation
@@ -186,34 +241,30 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     print_ = fingerprint(questions)
     # what was measured is part of the identity: a run without the judge does not stand for one with it
     mode = "retrieval-only" if not answers else f"full+judge:{model_key(settings)}" if use_judge else "full+nojudge"
-    if evaluated_before(experiment_id, version, eval_set, print_ + mode):
-        log.info("version %s already evaluated on these %d %s questions", version, len(questions), eval_set)
-        return None
-    judge = None
-    judgments = lakehouse.table(EVAL_JUDGMENTS.name)
-    if use_judge and answers:
-        cache = {r.judgment_id: r.asDict() for r in spark.table(judgments).collect()}
-        judge = Judge(make_llm(settings.llm), model_key(settings), config, cache)
     model = load_chain(model_uri)
     index_version = model.get_raw_model().chain.retriever.version
+    key = evaluation_key(questions, mode, model.model_config, index_version)
+    if evaluated_before(experiment_id, key):
+        log.info("version %s already evaluated on these %d %s questions with this index", version, len(questions),
+                 eval_set)
+        return None
+    judge = judge_for(spark, lakehouse, settings) if use_judge and answers else None
     predict = answers_from(model, evaluator(spark, lakehouse)) if answers else retrieval_only(model)
-    table = evaluate_chain(predict, questions, judge,
-                           answer_relevance_similarity(settings.models.embedding), config)
-    summary = summarise_table(table, config)
-    if judge is not None and judge.new:
-        now = datetime.now(timezone.utc)
-        rows = [{"judgment_id": key, "judge": judge.name, "created_at": now, **value} for key, value in judge.new.items()]
-        merge_into(spark, judgments, spark.createDataFrame(rows, EVAL_JUDGMENTS.schema), EVAL_JUDGMENTS.key)
     with mlflow.start_run(run_name=f"evaluate-{eval_set}-v{version}") as run:
-        mlflow.set_tags({TAG_VERSION: version, TAG_SET: eval_set, TAG_FINGERPRINT: print_ + mode,
+        mlflow.set_tags({TAG_VERSION: version, TAG_SET: eval_set, TAG_FINGERPRINT: print_ + mode, TAG_KEY: key,
                          "lakerag.model_uri": model_uri, "lakerag.eval_mode": mode})
+        table = evaluate_chain(predict, questions, judge, answer_relevance_similarity(settings.models.embedding),
+                               config)
+        summary = summarise_table(table, config)
         mlflow.log_params({"questions": len(questions), "k": config.k, "judge": judge.name if judge else "none",
                            "judge_calls": judge.calls if judge else 0, "resamples": config.bootstrap_resamples,
                            "index_version": index_version["version"], "index_backend": index_version["backend"]})
         log_summary(summary)
-        mlflow.log_table(table.assign(retrieved=table["retrieved"].map(json.dumps)), "per_question.json")
+        mlflow.log_table(table.assign(retrieved=table["retrieved"].map(json.dumps)), PER_QUESTION)
         mlflow.log_text(report_html(f"lakerag evaluation: {eval_set}, model version {version}", table, summary,
                                     config.confidence), "report.html")
+    if judge is not None:
+        store_judgments(spark, lakehouse, judge)
     return {"run_id": run.info.run_id, "summary": summary, "table": table}
 
 
@@ -222,21 +273,16 @@ def log_summary(summary: dict[str, MetricSummary]) -> None:
     import mlflow
 
     for metric, s in summary.items():
-        key = metric.replace("@", "_at_")
+        key = assessment_name(metric)
         mlflow.log_metrics({f"{key}_mean": s.mean, f"{key}_ci_low": s.ci_low, f"{key}_ci_high": s.ci_high,
                             f"{key}_nan_rate": s.nan_rate})
 
 
-def summary_of_run(run) -> dict[str, MetricSummary]:
-    """MetricSummary per metric from an evaluation run's logged metrics."""
-    values = run.data.metrics
-    out = {}
-    for metric in METRICS:
-        key = metric.replace("@", "_at_")
-        out[metric] = MetricSummary(values.get(f"{key}_mean", float("nan")), values.get(f"{key}_ci_low", float("nan")),
-                                    values.get(f"{key}_ci_high", float("nan")), 0,
-                                    values.get(f"{key}_nan_rate", float("nan")))
-    return out
+def per_question(run) -> pd.DataFrame:
+    """The per-question table an evaluation run logged."""
+    import mlflow
+
+    return mlflow.load_table(PER_QUESTION, run_ids=[run.info.run_id])
 
 
 def latest_evaluation(experiment_id: str, version: str, eval_set: str):
@@ -248,8 +294,28 @@ def latest_evaluation(experiment_id: str, version: str, eval_set: str):
     return runs[0] if runs else None
 
 
-def promote(name: str, experiment_id: str, eval_set: str, metrics: tuple) -> tuple[bool, str]:
-    """Move @champion to @challenger's version if the gate passes; (promoted, explanation)."""
+def judge_trusted(experiment_id: str, judge: str, config: EvaluationSettings) -> tuple[tuple, str]:
+    """The judged metrics the gate may use: those the judge's latest check scored with accuracy
+    >= evaluation.judge_min_accuracy (none without a check); and a sentence saying why."""
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], filter_string=_tag_filter(judge=judge),
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    if not runs:
+        return (), f"judged metrics not gated: judge {judge} has no check (run `lakerag check-judge`)"
+    accuracy = {m: runs[0].data.metrics.get(f"judge_accuracy_{assessment_name(m)}", float("nan"))
+                for m in config.judged_gate_metrics}
+    trusted = tuple(m for m, value in accuracy.items() if value >= config.judge_min_accuracy)
+    shown = ", ".join(f"{m} {v:.2f}" for m, v in accuracy.items())
+    return trusted, (f"judge check (run {runs[0].info.run_id}): accuracy {shown}, threshold "
+                     f"{config.judge_min_accuracy}; gated judged metrics: {', '.join(trusted) or 'none (advisory)'}")
+
+
+def promote(name: str, experiment_id: str, eval_set: str, config: EvaluationSettings,
+            judge: str) -> tuple[bool, str]:
+    """Move @champion to @challenger's version if the paired gate passes on the latest
+    evaluations of both on `eval_set`; (promoted, explanation with the verdict table)."""
+    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -272,10 +338,17 @@ def promote(name: str, experiment_id: str, eval_set: str, metrics: tuple) -> tup
     if old is None:
         return False, f"champion version {champion} has no {eval_set} evaluation: evaluate it too"
     if old.data.tags.get(TAG_FINGERPRINT) != new.data.tags.get(TAG_FINGERPRINT):
-        return False, "champion and challenger were evaluated on different questions: evaluate both again"
-    passed, table = gate(summary_of_run(old), summary_of_run(new), metrics)
+        return False, ("champion and challenger were evaluated on different questions or modes: evaluate both "
+                       "again (`lakerag evaluate --version N`)")
+    trusted, why = judge_trusted(experiment_id, judge, config)
+    passed, table = gate(per_question(old), per_question(new), tuple(config.gate_metrics) + trusted, config)
+    with mlflow.start_run(run_name=f"promote-{eval_set}-v{challenger}-over-v{champion}"):
+        mlflow.set_tags({"lakerag.gate": "passed" if passed else "refused", "lakerag.challenger_version": challenger,
+                         "lakerag.champion_version": champion, TAG_SET: eval_set})
+        mlflow.log_table(table, "gate.json")
+        mlflow.log_text(why, "judged_metrics.txt")
     if passed:
         client.set_registered_model_alias(name, "champion", challenger)
     verdict = (f"version {challenger} is now @champion (was {champion})" if passed else
                f"refused: version {challenger} is worse than @champion version {champion}")
-    return passed, f"{verdict}\n{table.to_string(index=False)}"
+    return passed, f"{verdict}\n{why}\n{table.to_string(index=False)}"

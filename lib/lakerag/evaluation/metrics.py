@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -178,24 +177,39 @@ def summarise(values: pd.Series, resamples: int, confidence: float, seed: int) -
     return MetricSummary(mean, float(interval.low), float(interval.high), len(present), nan_rate)
 
 
-def gate(champion: dict[str, MetricSummary], challenger: dict[str, MetricSummary],
-         metrics: tuple) -> tuple[bool, pd.DataFrame]:
-    """Promote unless the challenger is worse than the champion beyond the intervals on a key
-    metric (its interval lies wholly below the champion's); returns (promote, table of reasons)."""
+def gate(champion: pd.DataFrame, challenger: pd.DataFrame, metrics: tuple,
+         config: EvaluationSettings) -> tuple[bool, pd.DataFrame]:
+    """The paired gate: per question, challenger minus champion on the same questions, with a
+    bootstrap interval of the mean difference; refused on a metric when the interval lies below
+    zero or the mean drop exceeds evaluation.max_drop. Returns (promote, verdict table)."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"evaluation.gate_metrics: unknown {unknown}; choose from {list(METRICS)}")
+    old, new = champion.set_index("question_id"), challenger.set_index("question_id")
+    if set(old.index) != set(new.index):
+        raise ValueError(f"the two evaluations asked different questions ({len(old)} and {len(new)}, "
+                         f"{len(set(old.index) & set(new.index))} shared): evaluate both on the same set")
+    new = new.reindex(old.index)
     rows = []
     for metric in metrics:
-        old, new = champion[metric], challenger[metric]
-        worse = (not math.isnan(new.ci_high) and not math.isnan(old.ci_low) and new.ci_high < old.ci_low) or (
-            math.isnan(new.mean) and not math.isnan(old.mean))
-        rows.append({"metric": metric, "champion": round(old.mean, 4),
-                     "champion_ci": f"[{old.ci_low:.3f}, {old.ci_high:.3f}]", "challenger": round(new.mean, 4),
-                     "challenger_ci": f"[{new.ci_low:.3f}, {new.ci_high:.3f}]",
-                     "verdict": "worse beyond the intervals" if worse else "not worse"})
+        before, after = old[metric].astype(float), new[metric].astype(float)
+        # a question counts when both scored it: a judge failure on one side is no difference
+        difference = summarise(after - before, config.bootstrap_resamples, config.confidence, config.seed)
+        if before.notna().any() and after.isna().all():
+            verdict = "refused: the challenger has no scores"
+        elif difference.scored == 0:
+            verdict = "not scored by either"
+        elif difference.ci_high < 0:
+            verdict = "refused: worse, interval below zero"
+        elif -difference.mean > config.max_drop:
+            verdict = f"refused: mean drop {-difference.mean:.3f} > max_drop {config.max_drop}"
+        else:
+            verdict = "not worse"
+        rows.append({"metric": metric, "questions": difference.scored, "champion": round(before.mean(), 4),
+                     "challenger": round(after.mean(), 4), "difference": round(difference.mean, 4),
+                     "interval": f"[{difference.ci_low:.3f}, {difference.ci_high:.3f}]", "verdict": verdict})
     table = pd.DataFrame(rows)
-    return bool((table["verdict"] == "not worse").all()), table
+    return bool(not table["verdict"].str.startswith("refused").any()), table
 
 
 def answer_relevance_similarity(model: str) -> Callable[[str, list[str]], float]:
@@ -207,35 +221,6 @@ def answer_relevance_similarity(model: str) -> Callable[[str, list[str]], float]
         return float(np.mean(vectors[1:] @ vectors[0]))
 
     return similarity
-
-
-def evaluate_chain(predict: Callable[[list[dict]], list[dict]], questions: pd.DataFrame, judge: Judge | None,
-                   similarity: Callable[[str, list[str]], float], config: EvaluationSettings) -> pd.DataFrame:
-    """Ask every question (columns question_id, question, reference_answer, section_id, doc_id,
-    page_start, page_end) and score it; one row per question with every metric (NaN where a
-    judge call failed or no judge was given)."""
-    answers, retrieved = [], []
-    for row in questions.itertuples(index=False):
-        [out] = predict([{"messages": [{"role": "user", "content": row.question}], "filters": []}])
-        answers.append(out)
-        retrieved.append(out["retrieved"])
-    table = questions.reset_index(drop=True).copy()
-    table["answer"] = [a["answer"] for a in answers]
-    table["retrieved"] = retrieved
-    table = pd.concat([table, retrieval_scores(table, retrieved, config.k)], axis=1)
-    judged = []
-    for row, out in zip(table.itertuples(index=False), answers):
-        judgment = None
-        if judge is not None:
-            judgment = judge.judge(row.question, [c["text"] for c in out["contexts"]], row.reference_answer,
-                                   out["answer"])
-        judged.append(judged_scores(judgment, row.question, similarity) if judge is not None
-                      else dict.fromkeys(JUDGED, float("nan")))
-    table = pd.concat([table, pd.DataFrame(judged)], axis=1)
-    # only citations the model made count: its fallback "all sources" list is not a citation
-    table["citation_accuracy"] = [citation_accuracy(a["citations"], row._asdict())
-                                  for a, row in zip(answers, questions.itertuples(index=False))]
-    return table
 
 
 def summarise_table(table: pd.DataFrame, config: EvaluationSettings) -> dict[str, MetricSummary]:

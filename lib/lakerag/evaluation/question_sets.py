@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +21,6 @@ from typing import Any
 import numpy as np
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
-from tqdm import tqdm
 
 from lakerag.ingest.parse_pool import content_id
 from lakerag.lakehouse.engine import Lakehouse
@@ -35,35 +36,54 @@ from lakerag.lakehouse.tables import (
     EVAL_QUESTIONS,
     SILVER_SECTIONS,
     merge_into,
+    sync_column,
 )
 
 log = logging.getLogger(__name__)
+FLUSH_ROWS = 60  # generated rows kept in memory before they are written
 
 
-def pairs_schema(styles: tuple) -> dict:
-    """The JSON schema of the generator's answer: one {style, question, answer} per style, bounded
-    so that three pairs fit evaluation.max_new_tokens (JSON cut off by the limit is malformed)."""
-    item = {"type": "object", "properties": {"style": {"type": "string", "enum": list(styles)},
-                                             "question": {"type": "string", "pattern": "^[^\\n]{9,148}[?]$"},
+def pair_schema() -> dict:
+    """The JSON schema of one {question, answer}, bounded so that it fits evaluation.max_new_tokens
+    (JSON cut off by the limit is malformed)."""
+    return {"type": "object", "properties": {"question": {"type": "string", "pattern": "^[^\\n]{9,148}[?]$"},
                                              "answer": {"type": "string", "minLength": 10, "maxLength": 250}},
-            "required": ["style", "question", "answer"]}
-    return {"type": "array", "items": item, "minItems": 1, "maxItems": len(styles)}
+            "required": ["question", "answer"]}
 
 
-def parse_pairs(text: str, styles: tuple) -> list[dict[str, str]]:
-    """Model output -> validated [{style, question, answer}]; raises MalformedOutput."""
-    pairs = []
-    for item in json_in(text, list):
-        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("question", "answer")):
-            raise MalformedOutput('each entry must be an object with string "question" and "answer"')
-        question, answer = item["question"].strip(), item["answer"].strip()
-        if not question.endswith("?") or len(question) < 10 or len(answer) < 10:
-            raise MalformedOutput("a question must end with '?' and both texts need 10 characters or more")
-        style = item.get("style") if item.get("style") in styles else styles[len(pairs) % len(styles)]
-        pairs.append({"style": style, "question": question, "answer": answer})
-    if not pairs:
-        raise MalformedOutput("the list is empty")
-    return pairs
+def parse_pair(text: str) -> dict[str, str]:
+    """Model output -> validated {question, answer}; raises MalformedOutput."""
+    item = json_in(text, dict)
+    if not all(isinstance(item.get(k), str) for k in ("question", "answer")):
+        raise MalformedOutput('the object needs string "question" and "answer"')
+    question, answer = item["question"].strip(), item["answer"].strip()
+    if not question.endswith("?") or len(question) < 10 or len(answer) < 10:
+        raise MalformedOutput("a question must end with '?' and both texts need 10 characters or more")
+    return {"question": question, "answer": answer}
+
+
+def passages(text: str, config: EvaluationSettings) -> list[str]:
+    """A section cut into the passages one question each is written from: one per
+    evaluation.passage_chars characters, within questions_min..questions_max, of whole sentences
+    (of words when it has fewer sentences than passages) and about equal lengths, so that each
+    question is about another part of it."""
+    text = text[: config.max_input_chars].strip()
+    count = max(config.questions_min, min(config.questions_max, round(len(text) / config.passage_chars)))
+    pieces = re.split(r"(?<=[.!?])\s+", text)
+    if len(pieces) < count:
+        pieces = text.split()
+    groups: list[str] = []
+    current: list[str] = []
+    length = 0
+    for piece in pieces:
+        current.append(piece)
+        length += len(piece) + 1
+        if len(groups) < count - 1 and length >= len(text) * (len(groups) + 1) / count:
+            groups.append(" ".join(current))
+            current = []
+    if current:
+        groups.append(" ".join(current))
+    return groups
 
 
 def support(answer: str, section_text: str) -> float:
@@ -74,18 +94,25 @@ def support(answer: str, section_text: str) -> float:
     return len(words & set(bm25_tokens([section_text])[0])) / len(words)
 
 
-def generation_messages(config: EvaluationSettings, section: dict[str, Any]) -> list[dict[str, str]]:
-    """Seed examples + the section -> the chat messages asking for pairs."""
-    examples = "\n".join(json.dumps(dict(example)) for example in config.seed_examples)
-    user = config.user_prompt.format(examples=examples, heading_path=" > ".join(section["heading_path"]),
-                                     text=section["text"][: config.max_input_chars], count=len(config.styles),
-                                     styles=", ".join(config.styles))
-    return [{"role": "system", "content": config.system_prompt}, {"role": "user", "content": user}]
+def generation_messages(config: EvaluationSettings, heading_path: list[str], passage: str,
+                        style: str) -> list[dict[str, str]]:
+    """The chat asking for one pair: the human-written example passage and its pair of this style
+    as a finished first exchange (a small model copies examples shown inside the request), then
+    the passage."""
+    def ask(path: str, text: str) -> dict[str, str]:
+        return {"role": "user", "content": config.user_prompt.format(heading_path=path, text=text, style=style)}
+
+    example = next((e for e in config.seed_examples if e["style"] == style), None)
+    shown = [ask(config.seed_section["heading_path"], config.seed_section["text"]),
+             {"role": "assistant", "content": json.dumps({"question": example["question"],
+                                                          "answer": example["answer"]})}] if example else []
+    return [{"role": "system", "content": config.system_prompt}, *shown, ask(" > ".join(heading_path), passage)]
 
 
-def split_of(question_id: str, test_fraction: float) -> str:
-    """train | test, stable for an id: the hash decides, not the order of generation."""
-    return "test" if int(question_id[:8], 16) / 0xFFFFFFFF < test_fraction else "train"
+def split_of(section_id: str, test_fraction: float) -> str:
+    """train | test for every question of a section, stable: the section id's hash decides, so
+    no section has questions on both sides (fine-tuning on one and testing on the other would leak)."""
+    return "test" if int(section_id[:8], 16) / 0xFFFFFFFF < test_fraction else "train"
 
 
 @dataclass
@@ -93,7 +120,11 @@ class EvalSetReport:
     """What one generation run did."""
 
     statuses: dict[str, int] = field(default_factory=dict)  # active / rejected -> rows written
-    failed_sections: int = 0  # the model gave no valid JSON (after one retry) or the backend failed
+    reasons: dict[str, int] = field(default_factory=dict)  # unsupported / duplicate -> rejected rows
+    sections: int = 0  # sections given to the generator in this run
+    resplit: int = 0  # questions whose split moved to their section's side
+    failed_sections: int = 0  # sections that gave no valid pair at all
+    failed_calls: int = 0  # passages whose call gave no valid JSON (after one retry) or failed in the backend
     retired: int = 0  # pairs of sections that changed (their file is still there)
     erased: int = 0  # pairs of documents whose file was deleted
     waiting: int = 0  # qualifying sections left for later runs
@@ -103,23 +134,32 @@ class EvalSetReport:
 
 def generate_pairs(llm: LLM, config: EvaluationSettings, section: dict[str, Any],
                    report: EvalSetReport) -> list[dict[str, str]]:
-    """One section -> validated pairs (one retry after malformed output), [] on failure."""
-    messages = generation_messages(config, section)
-    for _ in range(2):
-        try:
-            reply = llm.chat(messages, max_tokens=config.max_new_tokens, schema=pairs_schema(config.styles))
-        except LLMError as err:
-            log.warning("section %s: backend failed: %s", section["section_id"], err)
-            break
-        report.prompt_tokens += reply.prompt_tokens
-        report.completion_tokens += reply.completion_tokens
-        try:
-            return parse_pairs(reply.text, config.styles)
-        except MalformedOutput as err:
-            messages = messages + [{"role": "assistant", "content": reply.text},
-                                   {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON list only."}]
-    report.failed_sections += 1
-    return []
+    """One section -> validated pairs, one per passage with the styles in turn (one retry after
+    malformed output); a passage whose call fails gives none, a section with none counts as failed."""
+    pairs = []
+    for position, passage in enumerate(passages(section["text"], config)):
+        style = config.styles[position % len(config.styles)]
+        messages = generation_messages(config, list(section["heading_path"]), passage, style)
+        for _ in range(2):
+            try:
+                reply = llm.chat(messages, max_tokens=config.max_new_tokens, schema=pair_schema())
+            except LLMError as err:
+                log.warning("section %s, passage %d: backend failed: %s", section["section_id"], position, err)
+                report.failed_calls += 1
+                break
+            report.prompt_tokens += reply.prompt_tokens
+            report.completion_tokens += reply.completion_tokens
+            try:
+                pairs.append({"style": style, "position": position, **parse_pair(reply.text)})
+                break
+            except MalformedOutput as err:
+                messages = messages + [{"role": "assistant", "content": reply.text},
+                                       {"role": "user", "content": f"That was not valid ({err}). Answer with the JSON object only."}]
+        else:
+            report.failed_calls += 1
+    if not pairs:
+        report.failed_sections += 1
+    return pairs
 
 
 FEEDBACK = "feedback"  # generator, style and prompt version of questions taken from the chat page
@@ -186,6 +226,17 @@ def present_documents(spark: SparkSession, lakehouse: Lakehouse) -> DataFrame:
     return bronze.join(present_paths, "source_path", "left_semi").select("doc_id").distinct()
 
 
+def resplit(spark: SparkSession, table: str, test_fraction: float) -> int:
+    """Move generated questions to their section's split (sets made when the split went by
+    question); returns how many moved. Feedback candidates keep theirs."""
+    rows = (spark.table(table).filter(F.col("generator") != FEEDBACK).select("question_id", "section_id").collect())
+    if not rows:
+        return 0
+    splits = spark.createDataFrame([(r.question_id, split_of(r.section_id, test_fraction)) for r in rows],
+                                   "question_id string, split string")
+    return sync_column(spark, table, EVAL_QUESTIONS.key, splits, "split")
+
+
 def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, llm: LLM | None = None,
                    run_time: datetime | None = None) -> EvalSetReport:
     """Generate pairs for the sections the budget admits; retire pairs of vanished sections and
@@ -209,6 +260,7 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     report.retired = vanished.count()
     if report.retired:
         merge_into(spark, table, vanished, EVAL_QUESTIONS.key, matched="UPDATE SET status = 'retired'", insert=False)
+    report.resplit = resplit(spark, table, config.test_fraction)
     done = existing.filter((F.col("generator") == generator) & (F.col("prompt_version") == config.prompt_version)
                            & (F.col("seed") == config.seed)).select("section_id").distinct()
     todo = (sections.filter(F.length("text") >= config.min_chars).join(done, "section_id", "left_anti")
@@ -216,17 +268,18 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
             .orderBy("_order"))
     waiting = todo.count()
     batch = [row.asDict() for row in (todo.limit(config.max_sections) if config.max_sections else todo).collect()]
-    report.waiting = waiting - len(batch)
+    report.waiting, report.sections = waiting - len(batch), len(batch)
     if not batch:
         return report
     llm = llm or make_llm(settings.llm)
     kept_questions = [r.question for r in existing.filter(F.col("status") == "active").select("question").collect()]
     kept_vectors = encode(kept_questions, settings.models.embedding, 64) if kept_questions else None
-    rows = []
-    for section in tqdm(batch, desc="eval questions", unit="section", disable=None):
-        for position, pair in enumerate(generate_pairs(llm, config, section, report)):
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for done, section in enumerate(batch, 1):
+        for pair in generate_pairs(llm, config, section, report):
             question_id = content_id(section["section_id"], generator, config.prompt_version, str(config.seed),
-                                     str(position))
+                                     str(pair["position"]))
             status, reason = "active", None
             supported = support(pair["answer"], section["text"])
             vector = encode([pair["question"]], settings.models.embedding, 1)
@@ -240,9 +293,17 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
             rows.append({"question_id": question_id, "section_id": section["section_id"], "doc_id": section["doc_id"],
                          "question": pair["question"], "reference_answer": pair["answer"], "style": pair["style"],
                          "generator": generator, "prompt_version": config.prompt_version, "seed": config.seed,
-                         "split": split_of(question_id, config.test_fraction), "status": status, "reason": reason,
-                         "created_at": run_time})
+                         "split": split_of(section["section_id"], config.test_fraction), "status": status,
+                         "reason": reason, "created_at": run_time})
             report.statuses[status] = report.statuses.get(status, 0) + 1
-    if rows:
-        merge_into(spark, table, spark.createDataFrame(rows, EVAL_QUESTIONS.schema), EVAL_QUESTIONS.key)
+            if reason:
+                kind = reason.split(" ")[0]
+                report.reasons[kind] = report.reasons.get(kind, 0) + 1
+        elapsed = time.perf_counter() - started
+        log.info("eval questions: %d/%d sections, %d kept, %.0f s elapsed, about %.0f s left", done, len(batch),
+                 report.statuses.get("active", 0), elapsed, elapsed / done * (len(batch) - done))
+        if len(rows) >= FLUSH_ROWS or done == len(batch):
+            # written as it goes: an interrupted run of hours keeps what it made
+            merge_into(spark, table, spark.createDataFrame(rows, EVAL_QUESTIONS.schema), EVAL_QUESTIONS.key)
+            rows = []
     return report
