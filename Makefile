@@ -24,28 +24,32 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: install
-	@echo "==> 1/11 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
+	@echo "==> 1/12 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
-	@echo "==> 2/11 parsing bronze PDFs into silver sections and chunks"
+	@echo "==> 2/12 parsing bronze PDFs into silver sections and chunks"
 	$(VENV)/bin/lakerag build-silver --lake-root $(LAKE)
-	@echo "==> 3/11 summarising 2 sections with the local LLM (Qwen2.5-Coder-0.5B on llama.cpp, JSON schema enforced)"
+	@echo "==> 3/12 summarising 2 sections with the local LLM (Qwen2.5-Coder-0.5B on llama.cpp, JSON schema enforced)"
 	$(VENV)/bin/lakerag summarize-sections --max-sections 2 --set summaries.max_chunks=3 --lake-root $(LAKE)
-	@echo "==> 4/11 embedding section chunks and summaries into gold (about a minute on 2 cores the first time)"
+	@echo "==> 4/12 embedding section chunks and summaries into gold (about a minute on 2 cores the first time)"
 	$(VENV)/bin/lakerag embed-gold --lake-root $(LAKE)
-	@echo "==> 5/11 building the FAISS + BM25 index from gold"
+	@echo "==> 5/12 building the FAISS + BM25 index from gold"
 	$(VENV)/bin/lakerag build-index --lake-root $(LAKE)
-	@echo "==> 6/11 hybrid search, reranked by all-mpnet-base-v2, with citations"
+	@echo "==> 6/12 hybrid search, reranked by all-mpnet-base-v2, with citations"
 	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
-	@echo "==> 7/11 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
+	@echo "==> 7/12 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
 	$(VENV)/bin/lakerag register-chain --lake-root $(LAKE)
-	@echo "==> 8/11 generating evaluation questions from 2 sections with the local LLM (JSON schema enforced)"
-	$(VENV)/bin/lakerag generate-eval-set --max-sections 2 --lake-root $(LAKE)
-	@echo "==> 9/11 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
-	@echo "    own questions (answers and LLM-judged metrics take minutes a question on this CPU: see README)"
+	@echo "==> 8/12 generating evaluation questions from 10 sections with the local LLM (one per passage, JSON"
+	@echo "    schema enforced); the demo holds out 80% of the sections as its test split (the default is 50%)"
+	$(VENV)/bin/lakerag generate-eval-set --max-sections 10 --set evaluation.test_fraction=0.8 --lake-root $(LAKE)
+	@echo "==> 9/12 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
+	@echo "    own questions (retrieval only: no LLM calls)"
 	$(VENV)/bin/lakerag evaluate --retrieval-only --eval-set generated debian-faq --set evaluation.max_questions=40 --lake-root $(LAKE)
-	@echo "==> 10/11 promotion gate: @challenger becomes @champion unless it is worse (Debian FAQ questions)"
+	@echo "==> 10/12 judged metrics for 5 answers: @challenger answers 5 generated questions and the local LLM judges"
+	@echo "    them (faithfulness, relevance, context recall, correctness); each is a trace in MLflow with its scores"
+	$(VENV)/bin/lakerag evaluate --aliases challenger --eval-set generated --set evaluation.max_questions=5 --lake-root $(LAKE)
+	@echo "==> 11/12 paired promotion gate: @challenger becomes @champion unless worse question by question (Debian FAQ)"
 	$(VENV)/bin/lakerag promote --eval-set debian-faq --lake-root $(LAKE)
-	@echo "==> 11/11 asking @champion, loaded from the registry by alias: the answer streams, then each sentence is checked"
+	@echo "==> 12/12 asking @champion, loaded from the registry by alias: the answer streams, then each sentence is checked"
 	$(VENV)/bin/lakerag ask "What is the format of a Debian binary package?" --alias champion --lake-root $(LAKE)
 
 # Debian's chromium drives the chat page test (playwright's own browser download is not used).

@@ -16,6 +16,35 @@ from lakerag.lakehouse.tables import ensure_tables
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "corpus"
 RESULTS = REPO / "bench" / "results"
+GENERATED = REPO / "bench" / "data" / "generated_questions.json"
+
+
+def section_key(file_name: str, heading_path: list[str]) -> str:
+    """A section's identity across parser versions: its file and its NFKC, lower-cased heading path."""
+    from lakerag.ingest.pdf_parse import compatible
+
+    return file_name + "|" + " > ".join(compatible(part).lower() for part in heading_path)
+
+
+def generated_questions(sections: list) -> tuple[list[dict], int]:
+    """The saved generated questions (bench/data/generated_questions.json) whose file is among
+    `sections` (rows with section_id, file_name, heading_path), each with the section_id it has
+    in this lake: ([{question_id, question, section_id, split}], how many matched no section)."""
+    import json
+
+    by_key = {section_key(r.file_name, list(r.heading_path)): r.section_id for r in sections}
+    files = {r.file_name for r in sections}
+    found, unmatched = [], 0
+    for item in json.loads(GENERATED.read_text())["questions"] if GENERATED.is_file() else []:
+        if item["file_name"] not in files:
+            continue
+        section = by_key.get(section_key(item["file_name"], item["heading_path"]))
+        if section is None:
+            unmatched += 1
+            continue
+        found.append({"question_id": item["question_id"], "question": item["question"], "section_id": section,
+                      "split": item["split"]})
+    return found, unmatched
 
 
 @contextmanager

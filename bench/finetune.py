@@ -18,8 +18,14 @@ Prints recall@5 and nDCG@10 (ranx) with 95% bootstrap intervals, each system's p
 (with its interval) to what it would replace: the base embedding, or for the trained reranker the
 configured one; the verdicts and the training time; writes bench/results/finetune.json.
 
+With `--pairs generated` it trains on real generated questions instead: the ones the local LLM
+wrote and the filters kept (bench/data/generated_questions.json), split by section as
+`generate-eval-set` splits them (evaluation.test_fraction), so no held-out question's section
+was trained on.
+
     .venv/bin/python bench/finetune.py
     .venv/bin/python bench/finetune.py --set finetune.epochs=3 --result finetune-3-epochs
+    .venv/bin/python bench/finetune.py --pairs generated --result finetune-generated
 """
 from __future__ import annotations
 
@@ -34,8 +40,9 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import silver_lakehouse, write_result  # noqa: E402
+from common import generated_questions, silver_lakehouse, write_result  # noqa: E402
 
+from lakerag.evaluation.question_sets import split_of  # noqa: E402
 from lakerag.finetune.train import run_finetune  # noqa: E402
 from lakerag.finetune.gate import RERANKED, TUNED, evaluate_finetuned, table_lines  # noqa: E402
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
@@ -55,11 +62,19 @@ def training_and_held_out(sections: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     return pairs[~held_out], pairs[held_out]
 
 
-def question_rows(pairs: pd.DataFrame, doc_of: dict[str, str], split: str) -> list[dict]:
+def generated_pairs(sections: list, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train pairs, held-out pairs) from the saved generated questions, split by section."""
+    found, _ = generated_questions(sections)
+    pairs = pd.DataFrame(found, columns=["question_id", "question", "section_id", "split"])
+    held_out = pairs["section_id"].map(lambda s: split_of(s, test_fraction) == "test")
+    return pairs[~held_out], pairs[held_out]
+
+
+def question_rows(pairs: pd.DataFrame, doc_of: dict[str, str], split: str, source: str) -> list[dict]:
     """eval_questions rows for the pairs, as `lakerag generate-eval-set` would write them."""
     now = datetime.now(timezone.utc)
     return [{"question_id": r.question_id, "section_id": r.section_id, "doc_id": doc_of[r.section_id],
-             "question": r.question, "reference_answer": "", "style": "factual", "generator": "bench:headings",
+             "question": r.question, "reference_answer": "", "style": "factual", "generator": f"bench:{source}",
              "prompt_version": "v1", "seed": 0, "split": split, "status": "active", "reason": None,
              "created_at": now} for r in pairs.itertuples()]
 
@@ -68,6 +83,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="settings override, e.g. finetune.epochs=3 (repeatable; default: conf defaults)")
+    parser.add_argument("--pairs", choices=("headings", "generated"), default="headings",
+                        help="training questions: heading-derived (default) or the saved generated ones")
     parser.add_argument("--result", default="finetune", help="name of the bench/results/<name>.json to write")
     args = parser.parse_args()
     settings = load_settings(None, args.overrides)
@@ -75,12 +92,14 @@ def main() -> int:
         run_gold(spark, lakehouse, settings)
         index = build_index(spark, lakehouse, settings, Path(scratch) / "indexes").folder
         documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "file_name")
-        sections = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
-                    .select("section_id", "doc_id", "title", "level", "text").join(documents, "doc_id").toPandas())
+        rows = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
+                .select("section_id", "doc_id", "title", "level", "text", "heading_path").join(documents, "doc_id"))
+        sections = rows.drop("heading_path").toPandas()
         sections = sections[sections["section_id"].isin(set(pd.read_parquet(index / "sections.parquet")["section_id"]))]
-        train, held_out = training_and_held_out(sections)
+        train, held_out = (training_and_held_out(sections) if args.pairs == "headings" else
+                           generated_pairs(rows.collect(), settings.evaluation.test_fraction))
         doc_of = dict(zip(sections["section_id"], sections["doc_id"]))
-        spark.createDataFrame(question_rows(train, doc_of, "train") + question_rows(held_out, doc_of, "test"),
+        spark.createDataFrame(question_rows(train, doc_of, "train", args.pairs) + question_rows(held_out, doc_of, "test", args.pairs),
                               EVAL_QUESTIONS.schema).write.insertInto(lakehouse.table(EVAL_QUESTIONS.name))
         configure_mlflow(None, None, Path(scratch))
         experiment_id = use_experiment("lakerag-bench-finetune", Path(scratch))
@@ -102,7 +121,7 @@ def main() -> int:
     print()
     for system, (better, why) in comparison.verdicts.items():
         print(f"{system}: {'promoted' if better else 'not promoted'}; {why}")
-    write_result(args.result, {"overrides": args.overrides, "pairs": report.pairs, "held_out": len(held_out),
+    write_result(args.result, {"overrides": args.overrides, "pair_source": args.pairs, "pairs": report.pairs, "held_out": len(held_out),
                                **report.metrics, "comparison_seconds": compare_seconds,
                                "questions": comparison.questions, "results": results, "verdicts": comparison.verdicts})
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -36,11 +35,10 @@ import pyspark.sql.functions as F
 from ranx import Qrels, Run, evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import silver_lakehouse, write_result  # noqa: E402
+from common import generated_questions, silver_lakehouse, write_result  # noqa: E402
 
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
-from lakerag.ingest.pdf_parse import compatible  # noqa: E402
 from lakerag.lakehouse.tables import GOLD_EMBEDDINGS, SILVER_CHUNKS, SILVER_DOCUMENTS, SILVER_SECTIONS  # noqa: E402
 from lakerag.retrieval.retriever import Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
@@ -48,7 +46,6 @@ from lakerag.settings import Settings  # noqa: E402
 METRICS = ["ndcg@10", "recall@1", "recall@5"]
 DEPTH = 10
 MANUALS = ["debian-faq.pdf", "R-intro.pdf", "R-data.pdf"]
-GENERATED = Path(__file__).parent / "data" / "generated_questions.json"
 VARIANTS = ("plain", "context", "withheld")
 BEFORE = {"fusion": "rrf", "bm25_weight": 1.0, "rerank_first_stage_weight": 0.0}  # pre-issue-18 defaults
 # name -> (mode, rerank, retrieval.* overrides)
@@ -65,11 +62,6 @@ CONFIGS: dict[str, tuple[str, bool, dict]] = {
 }
 
 
-def key(file_name: str, heading_path: list[str]) -> str:
-    """A section's identity across parser versions: its file and its NFKC, lower-cased heading path."""
-    return file_name + "|" + " > ".join(compatible(part).lower() for part in heading_path)
-
-
 def question_sets(spark, lakehouse) -> tuple[dict, dict, dict, dict[str, int]]:
     """The FAQ set, the generated set and its test split as {qid: (question, section_id)}, and
     how many generated questions could not be matched to a section."""
@@ -78,18 +70,9 @@ def question_sets(spark, lakehouse) -> tuple[dict, dict, dict, dict[str, int]]:
     rows = sections.select("section_id", "file_name", "heading_path", "title", "text").collect()
     faq = {f"faq:{r.section_id}": (r.title, r.section_id) for r in rows
            if r.file_name == "debian-faq.pdf" and r.title.endswith("?") and r.text.strip()}
-    by_key = {key(r.file_name, list(r.heading_path)): r.section_id for r in rows}
-    generated, test, unmatched = {}, {}, 0
-    for item in json.loads(GENERATED.read_text())["questions"] if GENERATED.is_file() else []:
-        if item["file_name"] not in {r.file_name for r in rows}:
-            continue
-        section = by_key.get(key(item["file_name"], item["heading_path"]))
-        if section is None:
-            unmatched += 1
-            continue
-        generated[f"gen:{item['question_id']}"] = (item["question"], section)
-        if item["split"] == "test":
-            test[f"gen:{item['question_id']}"] = (item["question"], section)
+    found, unmatched = generated_questions(rows)
+    generated = {f"gen:{q['question_id']}": (q["question"], q["section_id"]) for q in found}
+    test = {f"gen:{q['question_id']}": (q["question"], q["section_id"]) for q in found if q["split"] == "test"}
     return faq, generated, test, {"generated_unmatched": unmatched}
 
 

@@ -264,6 +264,10 @@ def test_evaluate_logs_metrics_per_question_table_and_report(spark, registered, 
     assert {"report.html", "per_question.json"} <= artifacts
     report = Path(mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path="report.html")).read_text()
     assert "data:image/png;base64," in report and "recall@k" in report
+    # through mlflow.genai.evaluate: each question's answer is a trace of the run, its scores assessments
+    traces = mlflow.search_traces(run_id=result["run_id"], return_type="list")
+    assert sorted(t.info.trace_id for t in traces) == sorted(result["table"]["trace_id"])
+    assert {"recall_at_k", "mrr", "ndcg_at_k"} <= {a.name for a in traces[0].info.assessments}
     # the same version on the same questions is not evaluated twice
     assert run_evaluation(spark, corpus_index[0], settings, f"models:/lakerag_chain/{done.version}", done.version,
                           "debian-faq", experiment, use_judge=False) is None

@@ -70,10 +70,12 @@ def fingerprint(questions: pd.DataFrame) -> str:
     return content_id(*sorted(questions["question_id"]))
 
 
-def evaluation_key(questions: pd.DataFrame, mode: str, model_config: dict[str, Any], index: dict[str, Any]) -> str:
+def evaluation_key(questions: pd.DataFrame, mode: str, version: str, model_config: dict[str, Any],
+                   index: dict[str, Any]) -> str:
     """Identity of what an evaluation measures: the questions, the mode (judge included), the
-    chain's logged settings and the index version it reads; the same key is not evaluated twice."""
-    return content_id(fingerprint(questions), mode, json.dumps(model_config, sort_keys=True, default=str),
+    model version, its logged settings and the index version it reads; the same key is not
+    evaluated twice."""
+    return content_id(fingerprint(questions), mode, version, json.dumps(model_config, sort_keys=True, default=str),
                       json.dumps(index, sort_keys=True, default=str))
 
 
@@ -202,7 +204,7 @@ def run_judge_check(spark: SparkSession, lakehouse: Lakehouse, settings: Setting
     accuracy per metric to MLflow (tag lakerag.judge_check = the judge), where the gate finds it."""
     import mlflow
 
-    from lakerag.evaluation.judge_check import check_judge
+    from lakerag.evaluation.judge_check import PASS, check_judge
 
     config = settings.evaluation
     questions = load_questions(spark, lakehouse, "debian-faq", config.judge_check_questions)
@@ -214,7 +216,7 @@ def run_judge_check(spark: SparkSession, lakehouse: Lakehouse, settings: Setting
                                       config)
         mlflow.set_tags({TAG_JUDGE_CHECK: judge.name})
         mlflow.log_params({"questions": len(questions), "cases": len(table), "judge_calls": judge.calls,
-                           "pass_threshold": 0.5})
+                           "pass_threshold": PASS})
         for metric, s in accuracy.items():
             key = assessment_name(metric)
             mlflow.log_metrics({f"judge_accuracy_{key}": s.mean, f"judge_accuracy_{key}_ci_low": s.ci_low,
@@ -243,7 +245,7 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     mode = "retrieval-only" if not answers else f"full+judge:{model_key(settings)}" if use_judge else "full+nojudge"
     model = load_chain(model_uri)
     index_version = model.get_raw_model().chain.retriever.version
-    key = evaluation_key(questions, mode, model.model_config, index_version)
+    key = evaluation_key(questions, mode, version, model.model_config, index_version)
     if evaluated_before(experiment_id, key):
         log.info("version %s already evaluated on these %d %s questions with this index", version, len(questions),
                  eval_set)
