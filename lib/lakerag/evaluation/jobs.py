@@ -256,7 +256,7 @@ def run_evaluation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
         mlflow.set_tags({TAG_VERSION: version, TAG_SET: eval_set, TAG_FINGERPRINT: print_ + mode, TAG_KEY: key,
                          "lakerag.model_uri": model_uri, "lakerag.eval_mode": mode})
         table = evaluate_chain(predict, questions, judge, answer_relevance_similarity(settings.models.embedding),
-                               config)
+                               config, answers)
         summary = summarise_table(table, config)
         mlflow.log_params({"questions": len(questions), "k": config.k, "judge": judge.name if judge else "none",
                            "judge_calls": judge.calls if judge else 0, "resamples": config.bootstrap_resamples,

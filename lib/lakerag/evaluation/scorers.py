@@ -42,9 +42,10 @@ def _value(metric: str, value: float, why: str, rationale: str | None = None) ->
 
 
 def chain_scorers(config: EvaluationSettings, judge: Judge | None,
-                  similarity: Callable[[str, list[str]], float]) -> list[Scorer]:
+                  similarity: Callable[[str, list[str]], float], answers: bool = True) -> list[Scorer]:
     """Scorers for every metric: retrieval from the retrieved section ids, citation accuracy from
-    the answer's citations, and (with a judge) the four judged metrics from one judgment."""
+    the answer's citations (not without answers), and (with a judge) the four judged metrics
+    from one judgment."""
 
     @scorer(name="retrieval")
     def retrieval(outputs: dict, expectations: dict) -> list[Feedback]:
@@ -58,7 +59,7 @@ def chain_scorers(config: EvaluationSettings, judge: Judge | None,
         return _value("citation_accuracy", citation_accuracy(outputs["citations"], expectations),
                       "the answer cites nothing")
 
-    scorers = [retrieval, citations]
+    scorers = [retrieval, citations] if answers else [retrieval]
     if judge is not None:
         @scorer(name="judge")
         def judged(inputs: dict, outputs: dict, expectations: dict) -> list[Feedback]:
@@ -75,11 +76,13 @@ def chain_scorers(config: EvaluationSettings, judge: Judge | None,
 
 
 def evaluate_chain(predict: Predict, questions: pd.DataFrame, judge: Judge | None,
-                   similarity: Callable[[str, list[str]], float], config: EvaluationSettings) -> pd.DataFrame:
+                   similarity: Callable[[str, list[str]], float], config: EvaluationSettings,
+                   answers: bool = True) -> pd.DataFrame:
     """Ask every question (columns question_id, question, reference_answer, section_id, doc_id,
     page_start, page_end) through `mlflow.genai.evaluate` (in the active run, or a new one) and
     score it; one row per question, in their order, with the answer, the retrieved section ids,
-    the trace id and every metric (NaN where not scored or no judge was given)."""
+    the trace id and every metric (NaN where not scored or no judge was given; answers=False:
+    the predictions are retrieval only, so citations are not scored)."""
     import mlflow
 
     # one question at a time: the chain's and the judge's llama.cpp threads must not share 2 cores;
@@ -97,7 +100,7 @@ def evaluate_chain(predict: Predict, questions: pd.DataFrame, judge: Judge | Non
     expected = ("question_id", "section_id", "doc_id", "page_start", "page_end", "reference_answer")
     data = [{"inputs": {"question": row["question"]}, "expectations": {key: row[key] for key in expected}}
             for row in questions.to_dict("records")]
-    result = mlflow.genai.evaluate(data=data, predict_fn=ask, scorers=chain_scorers(config, judge, similarity))
+    result = mlflow.genai.evaluate(data=data, predict_fn=ask, scorers=chain_scorers(config, judge, similarity, answers))
     if result.result_df is None:
         raise RuntimeError(f"mlflow.genai.evaluate returned no per-question results (run {result.run_id})")
     scored = result.result_df.set_index("question_id/value").reindex(questions["question_id"])
