@@ -276,18 +276,18 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     kept_vectors = encode(kept_questions, settings.models.embedding, 64) if kept_questions else None
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for done, section in enumerate(batch, 1):
+    for finished, section in enumerate(batch, 1):
         for pair in generate_pairs(llm, config, section, report):
             question_id = content_id(section["section_id"], generator, config.prompt_version, str(config.seed),
                                      str(pair["position"]))
-            status, reason = "active", None
+            status, kind, reason = "active", None, None
             supported = support(pair["answer"], section["text"])
             vector = encode([pair["question"]], settings.models.embedding, 1)
             closest = float((kept_vectors @ vector[0]).max()) if kept_vectors is not None else 0.0
             if supported < config.min_support:
-                status, reason = "rejected", f"unsupported (support {supported:.2f})"
+                status, kind, reason = "rejected", "unsupported", f"unsupported (support {supported:.2f})"
             elif closest >= config.max_similarity:
-                status, reason = "rejected", f"duplicate (similarity {closest:.2f})"
+                status, kind, reason = "rejected", "duplicate", f"duplicate (similarity {closest:.2f})"
             else:
                 kept_vectors = vector if kept_vectors is None else np.vstack([kept_vectors, vector])
             rows.append({"question_id": question_id, "section_id": section["section_id"], "doc_id": section["doc_id"],
@@ -296,13 +296,12 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
                          "split": split_of(section["section_id"], config.test_fraction), "status": status,
                          "reason": reason, "created_at": run_time})
             report.statuses[status] = report.statuses.get(status, 0) + 1
-            if reason:
-                kind = reason.split(" ")[0]
+            if kind:
                 report.reasons[kind] = report.reasons.get(kind, 0) + 1
         elapsed = time.perf_counter() - started
-        log.info("eval questions: %d/%d sections, %d kept, %.0f s elapsed, about %.0f s left", done, len(batch),
-                 report.statuses.get("active", 0), elapsed, elapsed / done * (len(batch) - done))
-        if len(rows) >= FLUSH_ROWS or done == len(batch):
+        log.info("eval questions: %d/%d sections, %d kept, %.0f s elapsed, about %.0f s left", finished, len(batch),
+                 report.statuses.get("active", 0), elapsed, elapsed / finished * (len(batch) - finished))
+        if len(rows) >= FLUSH_ROWS or finished == len(batch):
             # written as it goes: an interrupted run of hours keeps what it made
             merge_into(spark, table, spark.createDataFrame(rows, EVAL_QUESTIONS.schema), EVAL_QUESTIONS.key)
             rows = []
