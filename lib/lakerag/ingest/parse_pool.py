@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lakerag.ingest.chunking import Chunker, ChunkSpec
 from lakerag.weights import load_tokenizer
 from lakerag.ingest.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf, valid_unicode
+from lakerag.ingest.section_links import NEXT, PARENT
 
 # pypdf warns about every repaired cross-reference or odd font; parse_pdf collects those
 # warnings into the document's row, so keep worker output to errors.
@@ -71,6 +72,30 @@ def section_rows(doc_id: str, parsed: ParsedDocument) -> list[dict[str, Any]]:
         open_at_level = {level: sid for level, sid in open_at_level.items() if level < section.level}
         open_at_level[section.level] = section_id
     return rows
+
+
+def link_rows(doc_id: str, parsed: ParsedDocument, sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """silver_section_links rows: the parsed links and references, each section's parent and the
+    section after it (ids from `sections`, the document's section_rows)."""
+    ids = [row["section_id"] for row in sections]
+
+    def row(source: str, target: str | None, kind: str, text: str, page: int) -> dict[str, Any]:
+        return {"link_id": content_id(source, kind, target, text), "doc_id": doc_id, "from_section_id": source,
+                "to_section_id": target, "kind": kind, "text": text, "page": page, "parser_version": PARSER_VERSION}
+
+    rows = {}
+    for link in parsed.links:
+        edge = row(ids[link.source], ids[link.target] if link.target is not None else None, link.kind, link.text,
+                   link.page)
+        rows.setdefault(edge["link_id"], edge)
+    for position, section in enumerate(sections):
+        if section["parent_section_id"]:
+            edge = row(section["section_id"], section["parent_section_id"], PARENT, "", section["page_start"])
+            rows[edge["link_id"]] = edge
+        if position + 1 < len(sections):
+            edge = row(section["section_id"], ids[position + 1], NEXT, "", section["page_start"])
+            rows[edge["link_id"]] = edge
+    return list(rows.values())
 
 
 @lru_cache(maxsize=4)
@@ -182,7 +207,7 @@ def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime
         "doc_id": doc_id, "parser_version": PARSER_VERSION, "source_path": source_path,
         "file_name": file_name, "title": None, "language": None, "page_count": None,
         "pages_with_text": None, "outline_entries": None, "warnings": [], "parsed_at": run_time,
-        "reason": None, "message": None, "sections": [], "chunks": [],
+        "reason": None, "message": None, "sections": [], "chunks": [], "links": [],
     }
 
 
@@ -218,6 +243,7 @@ def parse_document(
         "warnings": [valid_unicode(w) for w in parsed.warnings], "sections": sections,
         "chunks": [chunk for section in sections if section["text"].strip()
                    for chunk in chunk_rows(section, specs, tags)],
+        "links": link_rows(doc_id, parsed, sections),
     }
 
 

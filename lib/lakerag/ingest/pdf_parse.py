@@ -22,8 +22,10 @@ from pypdf import PdfReader
 from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
+from lakerag.ingest.section_links import section_links
+
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-4"  # 4: NFKC text, running header bands
+PARSER_VERSION = "pypdf-layout-5"  # 4: NFKC text, running header bands; 5: section links
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
@@ -100,10 +102,18 @@ class Paragraph:
 
     text: str
     page: int
-    y: float
+    y: float  # baseline of the first line
     size: float
     bold: bool
     lines: int = 1
+    # Its box on the page (baseline of the last line, left and right edge), to place a link.
+    y_end: float = 0.0
+    x0: float = 0.0
+    x1: float = 0.0
+
+    def contains(self, x: float, y: float) -> bool:
+        """True if the point (user space) lies on the paragraph's lines."""
+        return self.x0 - 2 <= x <= self.x1 + 2 and self.y_end - self.size <= y <= self.y + self.size
 
 
 @dataclass
@@ -116,6 +126,7 @@ class Section:
     page_start: int
     origin: str  # outline | headings | front_matter
     paragraphs: list[Paragraph] = field(default_factory=list)
+    first_paragraph: int = 0  # index of its heading (or first paragraph) in the document's paragraphs
 
     @property
     def page_end(self) -> int:
@@ -141,6 +152,7 @@ class ParsedDocument:
     sections: list[Section]
     # What pypdf repaired or we skipped to read the document (broken xref, unreadable outline...).
     warnings: list[str] = field(default_factory=list)
+    links: list = field(default_factory=list)  # section_links.SectionLink between the sections
 
 
 def valid_unicode(text: str) -> str:
@@ -378,8 +390,11 @@ def paragraphs_of_flow(flow: list[Line]) -> list[Paragraph]:
             else:
                 paragraph.text = f"{paragraph.text} {text}"
             paragraph.lines += 1
+            paragraph.y_end = line.y
+            paragraph.x0, paragraph.x1 = min(paragraph.x0, line.x0), max(paragraph.x1, line.runs[-1].x1)
         else:
-            paragraphs.append(Paragraph(text, line.page, line.y, line.size, line.bold))
+            paragraphs.append(Paragraph(text, line.page, line.y, line.size, line.bold, y_end=line.y, x0=line.x0,
+                                        x1=line.runs[-1].x1))
         previous = line
     return paragraphs
 
@@ -465,25 +480,128 @@ def drop_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
     return [[] if is_contents_page(page) else page for page in kept]
 
 
-def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None) -> tuple[list[Paragraph], int]:
+@dataclass
+class PageLink:
+    """A link annotation to a place in the same document: where it is, the words under it, and
+    its destination (1-based page; left and top in user space, None where the link gives none)."""
+
+    page: int
+    x: float  # centre of the annotation's rectangle
+    y: float
+    text: str
+    target_page: int
+    target_left: float | None = None
+    target_top: float | None = None
+
+
+def _text_in(runs: list[Run], rect: list[float]) -> str:
+    """The words drawn inside a rectangle (x0, y0, x1, y1), a run cut in proportion to its width."""
+    x0, y0, x1, y1 = min(rect[0], rect[2]), min(rect[1], rect[3]), max(rect[0], rect[2]), max(rect[1], rect[3])
+    parts = []
+    for run in runs:
+        if not (y0 - 2 <= run.y <= y1 + 2) or run.x1 <= x0 or run.x >= x1:
+            continue
+        width = max(run.x1 - run.x, 1e-6)
+        start = max(0, int((x0 - run.x) / width * len(run.text)))
+        end = min(len(run.text), int(round((x1 - run.x) / width * len(run.text))) + 1)
+        parts.append(run.text[start:end])
+    return " ".join(compatible(" ".join(parts)).split())
+
+
+class _Destinations:
+    """Resolves a link annotation's destination (explicit array, named, or a GoTo action) to
+    (1-based page, left, top); other actions (URIs, other files) resolve to None."""
+
+    def __init__(self, reader: PdfReader):
+        self.reader = reader
+        self._page_of = {page.indirect_reference.idnum: number
+                         for number, page in enumerate(reader.pages, start=1) if page.indirect_reference}
+        self._named = None
+
+    def _explicit(self, array) -> tuple[int, float | None, float | None] | None:
+        if not isinstance(array, ArrayObject) or not array:
+            return None
+        page = self._page_of.get(getattr(array[0], "idnum", None))
+        if page is None:
+            return None
+        xyz = len(array) > 3 and str(array[1]) == "/XYZ"
+        return page, _number(array[2]) if xyz else None, _number(array[3]) if xyz else None
+
+    def resolve(self, annotation) -> tuple[int, float | None, float | None] | None:
+        dest = annotation.get("/Dest")
+        if dest is None and "/A" in annotation:
+            action = annotation["/A"].get_object()
+            dest = action.get("/D") if action.get("/S") == "/GoTo" else None
+        if dest is None:
+            return None
+        dest = dest.get_object() if hasattr(dest, "get_object") else dest
+        if isinstance(dest, ArrayObject):
+            return self._explicit(dest)
+        if self._named is None:
+            self._named = self.reader.named_destinations
+        named = self._named.get(str(dest))
+        if named is None:
+            return None
+        page = self._page_of.get(getattr(named.page, "idnum", None))
+        return (page, _number(named.get("/Left")), _number(named.get("/Top"))) if page else None
+
+
+def _number(value) -> float | None:
+    """A PDF number as a float; None for null or anything else."""
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def page_links(page, number: int, runs: list[Run], destinations: _Destinations) -> list[PageLink]:
+    """The page's link annotations that point into the document, with the words under them."""
+    links = []
+    for annotation in page.get("/Annots") or []:
+        annotation = annotation.get_object()
+        if annotation.get("/Subtype") != "/Link" or "/Rect" not in annotation:
+            continue
+        target = destinations.resolve(annotation)
+        if target is None:
+            continue
+        rect = [float(v) for v in annotation["/Rect"]]
+        links.append(PageLink(number, (rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2, _text_in(runs, rect),
+                              *target))
+    return links
+
+
+def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
+                       links: list[PageLink] | None = None) -> tuple[list[Paragraph], int]:
     """All paragraphs of a document in reading order, and the number of pages with text;
-    pages that cannot be read are skipped and named in `warnings`."""
+    pages that cannot be read are skipped and named in `warnings`; `links` receives the pages'
+    internal link annotations."""
     pages: list[list[Line]] = []
     widths: list[float] = []
     errors: list[str] = []
+    link_errors: list[str] = []
+    destinations = _Destinations(reader) if links is not None else None
     for number, page in enumerate(reader.pages, start=1):
         try:
-            pages.append(group_lines(page_runs(page), number))
+            runs = page_runs(page)
+            pages.append(group_lines(runs, number))
         except LimitReachedError as err:  # a decompression bomb or similar: reject the file
             raise ParseFailure("resource_limit", f"page {number} exceeds a pypdf safety limit: {err}") from err
         except Exception as err:  # noqa: BLE001 - one bad page must not lose the others
             errors.append(f"page {number}: {err}")
             pages.append([])
+            runs = []
+        if destinations is not None:
+            try:
+                links.extend(page_links(page, number, runs, destinations))
+            except Exception as err:  # noqa: BLE001 - broken annotations lose the links, not the page
+                link_errors.append(f"page {number}: {err}")
         widths.append(float(page.mediabox.width))
     if errors and len(errors) == len(pages):
         raise ParseFailure("malformed", f"no page could be read ({errors[0]})")
     if errors and warnings is not None:
         warnings.append(f"skipped {len(errors)} unreadable page(s): " + "; ".join(errors[:5]))
+    if link_errors and warnings is not None:
+        warnings.append(f"skipped the links of {len(link_errors)} page(s): " + "; ".join(link_errors[:5]))
     pages = drop_running_lines(pages)
     paragraphs = [
         paragraph
@@ -548,9 +666,9 @@ def sections_from_outline(entries: list[OutlineEntry], paragraphs: list[Paragrap
         cursor = start + heading_length
     sections = [Section(doc_title, 0, [doc_title], 1, "front_matter")]
     path: list[str] = []
-    for entry in entries:
+    for entry, start in zip(entries, starts):
         path = path[: entry.level - 1] + [entry.title]
-        sections.append(Section(entry.title, entry.level, list(path), entry.page, "outline"))
+        sections.append(Section(entry.title, entry.level, list(path), entry.page, "outline", first_paragraph=start))
     bounds = starts + [len(paragraphs)]
     sections[0].paragraphs = paragraphs[: bounds[0]]
     for index, section in enumerate(sections[1:]):
@@ -621,14 +739,14 @@ def sections_from_headings(paragraphs: list[Paragraph], doc_title: str) -> list[
     levels = {size: rank for rank, size in enumerate(sorted(heading_sizes, reverse=True), start=1)}
     sections = [Section(doc_title, 0, [doc_title], 1, "front_matter")]
     path: list[str] = []
-    for p in paragraphs:
+    for index, p in enumerate(paragraphs):
         size = heading_size(p)
         if size is None:
             sections[-1].paragraphs.append(p)
             continue
         level = levels[size]
         path = path[: level - 1] + [p.text]
-        sections.append(Section(p.text, level, list(path), p.page, "headings"))
+        sections.append(Section(p.text, level, list(path), p.page, "headings", first_paragraph=index))
     return [s for s in sections if s.origin != "front_matter" or s.paragraphs]
 
 
@@ -682,7 +800,8 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         raise _too_many_pages(page_count, max_pages)
     if page_count == 0:
         raise ParseFailure("no_pages", "the document has no pages")
-    paragraphs, pages_with_text = extract_paragraphs(reader, warnings)
+    page_links: list[PageLink] = []
+    paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links)
     if not paragraphs:
         raise ParseFailure(
             "no_text",
@@ -694,4 +813,5 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         sections = sections_from_outline(entries, paragraphs, title)
     else:
         sections = sections_from_headings(paragraphs, title)
-    return ParsedDocument(title, page_count, pages_with_text, len(entries), sections)
+    links = section_links(sections, paragraphs, page_links)
+    return ParsedDocument(title, page_count, pages_with_text, len(entries), sections, links=links)

@@ -1,4 +1,4 @@
-"""Silver: active bronze PDFs -> documents, sections, chunks; unparseable ones -> failures.
+"""Silver: active bronze PDFs -> documents, sections, chunks, section links; unparseable ones -> failures.
 
 Incremental and content-addressed: a document is parsed once per parser version; documents
 that left bronze (superseded or deleted) or were parsed by an older parser lose their rows;
@@ -38,6 +38,7 @@ from lakerag.lakehouse.tables import (
     SILVER_DOCUMENTS,
     SILVER_PARSE_FAILURES,
     SILVER_PARSE_STAGING,
+    SILVER_SECTION_LINKS,
     SILVER_SECTIONS,
     merge_into,
     sync_column,
@@ -116,6 +117,8 @@ class SilverReport:
     sections_added: int = 0
     chunks_added: dict[str, int] = field(default_factory=dict)
     chunks_removed: int = 0
+    links_added: dict[str, int] = field(default_factory=dict)  # resolved edges by kind
+    unresolved_references: int = 0  # references that name no section of their document
     relabelled: int = 0  # documents whose groups changed without a parse
 
     @property
@@ -137,8 +140,8 @@ def run_silver(
     specs = chunk_specs(settings)
     workers = resolve_parse_workers(settings.silver.parse_workers, engine)
     table = {spec.name: lakehouse.table(spec.name) for spec in
-             (BRONZE_DOCUMENTS, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_PARSE_FAILURES,
-              SILVER_PARSE_STAGING)}
+             (BRONZE_DOCUMENTS, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_SECTION_LINKS,
+              SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING)}
     report = SilverReport()
     active = active_documents(spark.table(table["bronze_documents"]))
     labels = document_labels(spark.table(table["bronze_documents"]))
@@ -154,7 +157,8 @@ def run_silver(
         # Superseded, deleted, or parsed by an older parser (re-parsed below): drop every row.
         log.info("removing silver rows of %d documents no longer active or out of date", len(stale))
         stale_ids = spark.createDataFrame([(d,) for d in stale], "doc_id string")
-        for name in ("silver_chunks", "silver_sections", "silver_parse_failures", "silver_documents"):
+        for name in ("silver_chunks", "silver_section_links", "silver_sections", "silver_parse_failures",
+                     "silver_documents"):
             merge_into(spark, table[name], stale_ids, ["doc_id"], matched="DELETE", insert=False)
         report.removed_documents = len(stale)
 
@@ -178,6 +182,8 @@ def run_silver(
         chunks = ok.select(F.explode("chunks").alias("c")).select("c.*")
         merge_into(spark, table["silver_sections"], sections, SILVER_SECTIONS.key)
         merge_into(spark, table["silver_chunks"], chunks, SILVER_CHUNKS.key)
+        links = ok.select(F.explode("links").alias("l")).select("l.*")
+        merge_into(spark, table["silver_section_links"], links, SILVER_SECTION_LINKS.key)
         merge_into(spark, table["silver_parse_failures"], failures, SILVER_PARSE_FAILURES.key)
         labelled = ok.join(labels, "doc_id", "left")
         merge_into(spark, table["silver_documents"], labelled.select(*SILVER_DOCUMENTS.schema.fieldNames()),
@@ -187,6 +193,9 @@ def run_silver(
         report.parsed, report.sections_added = counts.parsed, counts.sections or 0
         report.failed = {r.reason: r.n for r in failures.groupBy("reason").agg(F.count("*").alias("n")).collect()}
         report.chunks_added = _strategy_counts(chunks)
+        report.links_added = {r.kind: r.n for r in links.filter(F.col("to_section_id").isNotNull())
+                              .groupBy("kind").agg(F.count("*").alias("n")).collect()}
+        report.unresolved_references = links.filter(F.col("to_section_id").isNull()).count()
         # Scratch no more: emptied, so a deleted document's text does not linger here.
         spark.createDataFrame([], SILVER_PARSE_STAGING.schema).write.insertInto(table["silver_parse_staging"],
                                                                                 overwrite=True)

@@ -190,6 +190,24 @@ SILVER_CHUNKS = TableSpec(
     comment="Chunks for embedding, one set per chunking strategy",
 )
 
+LINK_FIELDS = [
+    _field("link_id", StringType(), False, "hash of source section, kind, target section, text"),
+    _field("doc_id", StringType(), False, "bronze doc_id (links stay within one document)"),
+    _field("from_section_id", StringType(), False, "the section that links or refers"),
+    _field("to_section_id", StringType(), True, "the section it leads to; null: a reference that names no section"),
+    _field("kind", StringType(), False,
+           "link (PDF link annotation) | reference (\"see Section 3.1\" in the text) | parent | next"),
+    _field("text", StringType(), False, "the words of the link or reference (empty for parent and next)"),
+    _field("page", IntegerType(), False, "page of the link or reference (of the source section for parent/next)"),
+    _field("parser_version", StringType(), False, "parser that produced the row"),
+]
+SILVER_SECTION_LINKS = TableSpec(
+    name="silver_section_links",
+    schema=StructType(LINK_FIELDS),
+    key=("link_id",),
+    comment="Edges between sections of a document: links, text references, parent and next section",
+)
+
 SILVER_PARSE_FAILURES = TableSpec(
     name="silver_parse_failures",
     schema=StructType(
@@ -216,6 +234,7 @@ SILVER_PARSE_STAGING = TableSpec(
             _field("message", StringType(), True, "failure message"),
             _field("sections", ArrayType(StructType(SECTION_FIELDS), False), False, "the document's sections"),
             _field("chunks", ArrayType(StructType(CHUNK_FIELDS), False), False, "their chunks, every strategy"),
+            _field("links", ArrayType(StructType(LINK_FIELDS), False), False, "the edges between its sections"),
         ]
     ),
     key=("doc_id", "parser_version"),
@@ -344,7 +363,7 @@ EVAL_JUDGMENTS = TableSpec(
 )
 
 ALL_TABLES: tuple[TableSpec, ...] = (
-    BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS,
+    BRONZE_DOCUMENTS, BRONZE_QUARANTINE, SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_SECTION_LINKS,
     SILVER_PARSE_FAILURES, SILVER_PARSE_STAGING, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS,
     SERVING_QUESTIONS, SERVING_ANSWERS, EVAL_QUESTIONS, EVAL_JUDGMENTS,
 )
