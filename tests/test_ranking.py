@@ -18,9 +18,10 @@ MINILM, MPNET = "all-MiniLM-L6-v2", "all-mpnet-base-v2"
 
 
 def tiny_index(folder: Path, texts: list[str], vectors: np.ndarray, doc_ids: list[str] | None = None,
-               rerank: np.ndarray | None = None, groups: list[list[str]] | None = None) -> Path:
+               rerank: np.ndarray | None = None, groups: list[list[str]] | None = None,
+               links: list[tuple[int, int, str, str]] = ()) -> Path:
     """An index folder of one chunk per text (section s<i>, document doc_ids[i], readable by
-    groups[i], default users)."""
+    groups[i], default users), with section links (from i, to j, kind, text)."""
     n = len(texts)
     doc_ids = doc_ids or ["d1"] * n
     chunks = pd.DataFrame({
@@ -31,9 +32,11 @@ def tiny_index(folder: Path, texts: list[str], vectors: np.ndarray, doc_ids: lis
         "groups": groups or [["users"]] * n})
     sections = chunks[["section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text"]].assign(
         paragraph_pages=[[1]] * n)
-    manifest = {"format": 5, "model": MINILM, "strategy": "section", "vectors": n,
+    edges = pd.DataFrame([(f"s{i}", f"s{j}", kind, text) for i, j, kind, text in links],
+                         columns=["from_section_id", "to_section_id", "kind", "text"])
+    manifest = {"format": 6, "model": MINILM, "strategy": "section", "vectors": n,
                 "rerank_model": MPNET if rerank is not None else None}
-    return write_index(folder, chunks, vectors.astype(np.float32), sections, manifest, 1000, rerank)
+    return write_index(folder, chunks, vectors.astype(np.float32), sections, manifest, 1000, rerank, edges)
 
 
 # Query vector e1. Dense: A (cosine 1.0) > B (0.8) > C (0.0); only C has the query's word.

@@ -104,6 +104,8 @@ class GoldSettings:
 
 
 RERANKERS = ("none", "rescore", "cross-encoder")
+# Edge kinds of silver_section_links that graph retrieval may follow (ingest/section_links.KINDS).
+GRAPH_EDGES = ("link", "reference", "parent", "next")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,16 @@ class RetrievalSettings:
     vector_search_index: str = ""
     # How often (seconds) a running chain looks for a newer local index version; 0 = every search.
     index_refresh_s: float = 30.0
+    # Graph (retrieval/graph.py, issue 22): after ranking, the sections the first graph_seeds
+    # sections link to along graph_edges (link, reference, parent, next; empty = off) are scored
+    # graph_damping**hop times their seed's score (scaled to best = 1), up to graph_hops away;
+    # a section with more than graph_max_degree links (an index) is not followed. Local index
+    # only. Defaults: bench/graph.py.
+    graph_edges: tuple = ()
+    graph_seeds: int = 3
+    graph_damping: float = 0.8
+    graph_hops: int = 1
+    graph_max_degree: int = 15
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "vector_search"):
@@ -155,6 +167,12 @@ class RetrievalSettings:
             raise SettingsError("retrieval.dense_weight, bm25_weight and rerank_first_stage_weight must be >= 0")
         if self.reranker not in RERANKERS:
             raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
+        unknown = sorted(set(self.graph_edges) - set(GRAPH_EDGES))
+        if unknown:
+            raise SettingsError(f"retrieval.graph_edges: {unknown} are not edge kinds; use some of {list(GRAPH_EDGES)}")
+        if self.graph_seeds < 1 or self.graph_hops < 1 or not 0 < self.graph_damping <= 1 or self.graph_max_degree < 0:
+            raise SettingsError("retrieval.graph_seeds and graph_hops must be >= 1, graph_damping in (0, 1], "
+                                "graph_max_degree >= 0 (0 = no limit)")
         if self.reranker == "cross-encoder" and not self.cross_encoder:
             raise SettingsError("retrieval.reranker: cross-encoder needs retrieval.cross_encoder (a model folder)")
 
@@ -326,6 +344,10 @@ class ChainSettings:
     # is written from the union of their sources. Every step is an MLflow trace span.
     multi_hop: bool = False
     max_steps: int = 3
+    # After retrieval, up to this many sections the best hit links to or names ("see Section
+    # 7.2") join the context if not retrieved (local index only; 0 = off): multi-hop along the
+    # documents' own references, with no LLM call. Default: bench/graph.py.
+    follow_links: int = 0
     decompose_prompt: str = CHAIN_DECOMPOSE_PROMPT  # {question} and {max_steps} are filled in
     # Prompt-injection screen: source sentences matching any of these regexes are replaced by
     # "[instruction removed]" before the LLM sees them (empty = no screening).
@@ -340,8 +362,8 @@ class ChainSettings:
     max_queued_requests: int = 32
 
     def __post_init__(self) -> None:
-        if self.k < 0:
-            raise SettingsError("chain.k must be 0 or more")
+        if self.k < 0 or self.follow_links < 0:
+            raise SettingsError("chain.k and chain.follow_links must be 0 or more")
         if self.context_tokens < 50:
             raise SettingsError("chain.context_tokens must be at least 50")
         if self.memory not in MEMORY_MODES:
@@ -528,6 +550,9 @@ class Settings:
         if self.retrieval.strategy not in self.gold.strategies:
             raise SettingsError(f"retrieval.strategy {self.retrieval.strategy!r} must be one of "
                                 f"gold.strategies {list(self.gold.strategies)}: only those chunks have vectors")
+        if self.retrieval.backend != "local" and (self.retrieval.graph_edges or self.chain.follow_links):
+            raise SettingsError("retrieval.graph_edges and chain.follow_links need retrieval.backend: local (the "
+                                "section links travel in the local index folder, not in Vector Search)")
 
 
 # Keys earlier versions had: still read (a registered model's logged settings, an old conf file),

@@ -111,7 +111,9 @@ class Passage:
         (the full citation is for readers: it would cost the model 30 tokens a source to read)."""
         pages = f"p. {self.hit.page_start}" + (f"-{self.hit.page_end}" if self.hit.page_end != self.hit.page_start else "")
         title = self.hit.heading_path[-1] if self.hit.heading_path else self.hit.title
-        return f"[{self.number}] {self.hit.file_name}, {pages}: {title}\n{QUOTE}\n{quote(self.text())}\n{QUOTE}"
+        # A section a link pulled in says so: the model then reads it as the referenced part.
+        via = f' (referred to as "{quote(self.hit.via.text)}")' if self.hit.via and self.hit.via.text else ""
+        return f"[{self.number}] {self.hit.file_name}, {pages}: {title}{via}\n{QUOTE}\n{quote(self.text())}\n{QUOTE}"
 
 
 def section_paragraphs(hit: Hit) -> list[tuple[str, int]]:
@@ -203,7 +205,8 @@ def retrieved_document(hit: Hit) -> dict[str, Any]:
     return {"id": hit.chunk_id, "page_content": hit.text,
             "metadata": {"doc_uri": hit.file_name, "section_id": hit.section_id, "doc_id": hit.doc_id,
                          "citation": hit.citation(), "page_start": hit.page_start, "page_end": hit.page_end,
-                         "score": hit.score, "relevance": round(hit.relevance, 4), "kind": hit.kind}}
+                         "score": hit.score, "relevance": round(hit.relevance, 4), "kind": hit.kind,
+                         "via": hit.via.record() if hit.via else None}}
 
 
 def audit(identity: Identity, hits: list[Hit]) -> None:
@@ -332,7 +335,7 @@ class RagChain:
             return hits
 
         if not self.settings.multi_hop:
-            return search(query), []
+            return self.follow_links(query, search(query), filters), []
         with self.span("decompose", "CHAIN", {"question": query}) as span:
             questions = self.decompose(query, usage)
             span.set_outputs({"sub_questions": questions})
@@ -343,7 +346,21 @@ class RagChain:
                 if rank < len(step_hits) and all(h.section_id != step_hits[rank].section_id for h in hits):
                     hits.append(step_hits[rank])
         steps = [{"question": q, "section_ids": [h.section_id for h in step_hits]} for q, step_hits in zip(questions, found)]
-        return hits, steps
+        return self.follow_links(query, hits, filters), steps
+
+    def follow_links(self, query: str, hits: list[Hit], filters: Filters) -> list[Hit]:
+        """The hits, then up to chain.follow_links sections the best hit links to or names ("see
+        Section 7.2") that were not retrieved: multi-hop along the documents' own references,
+        with no LLM call; they get context only where chain.context_tokens leaves room."""
+        if not self.settings.follow_links or not hits:
+            return hits
+        with self.span("follow links", "RETRIEVER", {"section_id": hits[0].section_id}) as span:
+            have = {hit.section_id for hit in hits}
+            linked = [hit for hit in self.retriever.linked(query, hits[0], self.settings.follow_links + len(hits),
+                                                           filters) if hit.section_id not in have]
+            linked = linked[: self.settings.follow_links]
+            span.set_outputs([retrieved_document(hit) for hit in linked])
+        return hits + linked
 
     def stream(self, messages: Any, filters: Filters = Filters(),
                identity: Identity | None = None) -> Iterator[dict[str, Any]]:
@@ -420,6 +437,7 @@ class RagChain:
                           "section": " > ".join(p.hit.heading_path),
                           "chunk_id": p.hit.chunk_id, "kind": p.hit.kind, "score": p.hit.score,
                           "relevance": round(p.hit.relevance, 4), "text": p.text(),
+                          "via": p.hit.via.record() if p.hit.via else None,
                           "instructions_removed": removed.get(p.hit.section_id, 0)}
                          for p in passages],
             "steps": steps,

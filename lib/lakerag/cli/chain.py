@@ -41,8 +41,12 @@ def _search(args: argparse.Namespace) -> int:
     hits = retriever.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=not args.no_rerank)
     if not hits:
         print("no hits")
+    rank_of = {hit.section_id: rank for rank, hit in enumerate(hits, start=1)}
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank}. [{hit.score:.3f}] {hit.citation()}")
+        if hit.via:  # graph retrieval pulled it in
+            source = f"hit {rank_of[hit.via.section_id]}" if hit.via.section_id in rank_of else "a higher-ranked section"
+            print(f"   (by a {hit.via.kind} from {source}: {hit.via.text!r})")
         print(f"   {' '.join(hit.text.split())[:300]}")
     return 0
 

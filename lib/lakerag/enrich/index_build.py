@@ -18,6 +18,7 @@ from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
     SILVER_DOCUMENTS,
+    SILVER_SECTION_LINKS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
     SUMMARY,
@@ -102,6 +103,11 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
                 .select("section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text",
                         "paragraph_pages")
                 .toPandas())
+    indexed = set(chunks["section_id"])
+    links = (spark.table(lakehouse.table(SILVER_SECTION_LINKS.name))
+             .filter(F.col("to_section_id").isNotNull() & F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
+             .select("from_section_id", "to_section_id", "kind", "text").orderBy("link_id").toPandas())
+    links = links[links["from_section_id"].isin(indexed) & links["to_section_id"].isin(indexed)]
     chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
     # An unlabelled vector (its document not yet labelled) is readable by no one.
     chunks["groups"] = chunks["groups"].map(lambda groups: [] if groups is None else [str(g) for g in groups])
@@ -109,10 +115,11 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
         "format": INDEX_FORMAT, "catalog": lakehouse.catalog, "schema": lakehouse.schema,
         "gold_table": lakehouse.table(GOLD_EMBEDDINGS.name), "gold_version": gold_version,
         "model": model, "strategy": strategy, "vectors": len(chunks), "dimension": int(vectors.shape[1]),
+        "links": len(links),
         "dense": "flat" if len(chunks) < settings.retrieval.exact_below else "hnsw",
         "rerank_model": settings.models.rerank if rerank is not None else None,
         "built_at": datetime.now(timezone.utc).isoformat(),
     }
     log.info("building index of %d vectors at %s", len(chunks), folder)
-    write_index(folder, chunks, vectors, sections, manifest, settings.retrieval.exact_below, rerank)
+    write_index(folder, chunks, vectors, sections, manifest, settings.retrieval.exact_below, rerank, links)
     return IndexReport(folder, True, len(chunks))

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lakerag.ingest.pdf_parse import PageLink, Paragraph, Section
 
+# The edge kinds (settings.GRAPH_EDGES lists them for the query side, which does not import this).
 LINK, REFERENCE, PARENT, NEXT = "link", "reference", "parent", "next"
-KINDS = (LINK, REFERENCE, PARENT, NEXT)
 
 # "Section 7.5 [Binary connections], page 29", "Chapter 9", "Appendix A", "Section A.2".
 REFERENCE_TEXT = re.compile(

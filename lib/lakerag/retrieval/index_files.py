@@ -4,7 +4,9 @@
 An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding:
 `dense.faiss`, `bm25/` (bm25s), `chunks.parquet` (one row per vector: ids, kind chunk or
 summary, text, indexed_text (what was embedded and BM25-indexed), citation fields, tags, the
-groups allowed to read its document), `sections.parquet` (full section text and the page of each paragraph, for parent expansion), optionally
+groups allowed to read its document), `sections.parquet` (full section text and the page of each paragraph, for parent expansion),
+`links.parquet` (the resolved silver_section_links between indexed sections: from, to, kind, text,
+for graph retrieval), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
@@ -26,9 +28,11 @@ from lakerag.settings import Settings
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
-# 2: summary rows (kind column); 3: the page of each section paragraph; 4: indexed_text; 5: groups
-INDEX_FORMAT = 5
+# 2: summary rows (kind column); 3: the page of each section paragraph; 4: indexed_text; 5: groups;
+# 6: links.parquet
+INDEX_FORMAT = 6
 MANIFEST = "manifest.json"
+LINKS = "links.parquet"
 
 
 def bm25_tokens(texts: list[str]) -> list[list[str]]:
@@ -51,7 +55,7 @@ def dense_index(vectors: np.ndarray, exact_below: int) -> faiss.Index:
 
 def write_index(
     folder: Path, chunks: pd.DataFrame, vectors: np.ndarray, sections: pd.DataFrame, manifest: dict,
-    exact_below: int, rerank_vectors: np.ndarray | None = None,
+    exact_below: int, rerank_vectors: np.ndarray | None = None, links: pd.DataFrame | None = None,
 ) -> Path:
     """Write one index folder atomically (built aside, then renamed into place)."""
     scratch = folder.with_name(folder.name + ".building")
@@ -63,6 +67,8 @@ def write_index(
     sparse.save(str(scratch / "bm25"))
     chunks.to_parquet(scratch / "chunks.parquet", index=False)
     sections.to_parquet(scratch / "sections.parquet", index=False)
+    if links is not None:
+        links.to_parquet(scratch / LINKS, index=False)
     if rerank_vectors is not None:
         np.save(scratch / "rerank.npy", rerank_vectors)
     (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")

@@ -3,9 +3,9 @@
 dense (FAISS) | bm25 (bm25s) | hybrid (both fused: weighted z-scores or weighted reciprocal
 rank fusion), metadata filters applied inside each retriever, an optional reranking stage
 (cosine rescoring with a larger bi-encoder, or a CrossEncoder from a folder, blended with the
-first stage's score), and parent expansion: hits are grouped by
-section and carry the whole section text for the prompt, whether a chunk of the section or its
-LLM summary matched.
+first stage's score), optionally the sections the best hits link to (`retrieval.graph`), and
+parent expansion: hits are grouped by section and carry the whole section text for the prompt,
+whether a chunk of the section or its LLM summary matched.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from lakerag.retrieval.index_files import MANIFEST, bm25_tokens
+from lakerag.retrieval.graph import SectionGraph, Via, expand
+from lakerag.retrieval.index_files import LINKS, MANIFEST, bm25_tokens
 from lakerag.settings import RetrievalSettings
 from lakerag.weights import load_sentence_model, model_path
 
@@ -136,6 +137,7 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     relevance: float = 0.0  # cosine of the query and the matching chunk (index embedding model)
     paragraph_pages: list[int] = field(default_factory=list)  # page of each paragraph of section_text
+    via: Via | None = None  # the link that pulled this section in (graph retrieval), if one did
 
     def citation(self) -> str:
         """'title, p. 3-4, Section > Subsection' for display."""
@@ -166,6 +168,13 @@ class Retriever:
         self.settings, self.rerank_model = retrieval, rerank_model
         self._encoded: dict[str, np.ndarray] = {}  # rerank vectors encoded on demand, by chunk id
         self._section_of_row = self.chunks["section_id"].to_numpy()
+        # Rows of each section, chunks in order before its summary: a section a link pulls in
+        # shows its first chunk.
+        order = self.chunks.assign(row=np.arange(len(self.chunks)), summary=self.chunks["chunk_index"] < 0)
+        self._rows_of_section = {section: rows["row"].to_numpy() for section, rows in
+                                 order.sort_values(["summary", "chunk_index"], kind="stable").groupby("section_id")}
+        links = self.folder / LINKS
+        self.graph = SectionGraph(pd.read_parquet(links)) if links.is_file() else None
         self._readers = group_masks(self.chunks)
         # BM25 runs beside the dense search: query encoding and FAISS release the GIL.
         self._sparse_worker = ThreadPoolExecutor(1, thread_name_prefix="bm25")
@@ -314,27 +323,70 @@ class Retriever:
             ranking = dense if mode == "dense" else sparse.result()
         if rerank:
             ranking = self.rerank(query, ranking)
-        return self._section_hits(ranking, k, vector[0])
+        via: dict[str, Via] = {}
+        if self.settings.graph_edges and self.graph is not None:
+            ranking, via = self.follow_links(ranking, mask)
+        return self._section_hits(ranking, k, vector[0], via)
 
-    def _section_hits(self, ranking: list[tuple[int, float]], k: int, query: np.ndarray) -> list[Hit]:
+    def _first_row(self, section_id: str, mask: np.ndarray | None) -> int | None:
+        """The section's first index row that passes the mask (None: none does, or not indexed)."""
+        rows = self._rows_of_section.get(section_id, ())
+        return next((int(r) for r in rows if mask is None or mask[r]), None)
+
+    def follow_links(self, ranking: list[tuple[int, float]],
+                     mask: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[str, Via]]:
+        """The ranking with the sections its best hits link to scored in (retrieval.graph_*; one
+        row a section, scores scaled to best = 1), and how each pulled-in section came in. Only
+        sections with a row the mask passes are pulled in, so filters and permissions hold."""
+        config = self.settings
+        best: dict[str, tuple[int, float]] = {}
+        for row, score in ranking:
+            best.setdefault(self._section_of_row[row], (row, score))
+        expanded = expand([(section, score) for section, (_, score) in best.items()], self.graph,
+                          config.graph_edges, config.graph_seeds, config.graph_damping, config.graph_hops,
+                          config.graph_max_degree, lambda section: self._first_row(section, mask) is not None)
+        rows = [(best[section][0] if section in best else self._first_row(section, mask), score)
+                for section, score, _ in expanded]
+        return rows, {section: how for section, _, how in expanded if how is not None}
+
+    def _section_hits(self, ranking: list[tuple[int, float]], k: int, query: np.ndarray,
+                      via: dict[str, Via] | None = None) -> list[Hit]:
         """The best chunk of each of the first k sections in `ranking`, as hits, with the
-        cosine of its chunk and the query vector as relevance."""
+        cosine of its chunk and the query vector as relevance, and the link that pulled it in."""
         if k <= 0:
             return []
+        via = via or {}
         best: dict[str, tuple[int, float]] = {}
         for row, score in ranking:
             best.setdefault(self._section_of_row[row], (row, score))
             if len(best) == k:
                 break
-        hits: list[Hit] = []
-        for row, score in best.values():
-            chunk = self.chunks.iloc[row]
-            hits.append(Hit(
-                chunk_id=chunk.chunk_id, section_id=chunk.section_id, doc_id=chunk.doc_id, title=chunk.title,
-                file_name=chunk.file_name, heading_path=list(chunk.heading_path),
-                page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
-                section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.get("kind", "chunk"),
-                paragraph_pages=self.paragraph_pages.get(chunk.section_id, []),
-                relevance=float(self.dense.reconstruct(int(row)) @ query),
-            ))
+        return [self._hit(row, score, query, via.get(self._section_of_row[row])) for row, score in best.values()]
+
+    def _hit(self, row: int, score: float, query: np.ndarray, via: Via | None = None) -> Hit:
+        """Index row `row` as a hit, its relevance the cosine of its vector and the query's."""
+        chunk = self.chunks.iloc[row]
+        return Hit(
+            chunk_id=chunk.chunk_id, section_id=chunk.section_id, doc_id=chunk.doc_id, title=chunk.title,
+            file_name=chunk.file_name, heading_path=list(chunk.heading_path),
+            page_start=int(chunk.page_start), page_end=int(chunk.page_end), score=score, text=chunk.text,
+            section_text=self.section_text.get(chunk.section_id, chunk.text), kind=chunk.get("kind", "chunk"),
+            paragraph_pages=self.paragraph_pages.get(chunk.section_id, []),
+            relevance=float(self.dense.reconstruct(int(row)) @ query), via=via)
+
+    def linked(self, query: str, hit: Hit, limit: int, filters: Filters = Filters()) -> list[Hit]:
+        """Up to `limit` sections that `hit`'s section links to or names ("see Section 3.1"), in
+        document order of the edges, that `filters` pass (score 0: they were not ranked)."""
+        if self.graph is None or limit <= 0:
+            return []
+        mask = filters.mask(self.chunks, self._readers)
+        vector = self.embed_query(query)[0]
+        hits = []
+        for target, kind, text in self.graph.neighbours(hit.section_id, ("link", "reference"),
+                                                        self.settings.graph_max_degree):
+            row = self._first_row(target, mask)
+            if row is not None:
+                hits.append(self._hit(row, 0.0, vector, Via(hit.section_id, kind, text)))
+            if len(hits) == limit:
+                break
         return hits

@@ -1,0 +1,77 @@
+"""Graph-aware retrieval: sections the best hits link to are scored in (retrieval/graph.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lakerag.retrieval.graph import SectionGraph, Via, expand
+from lakerag.retrieval.retriever import Filters, Retriever
+from lakerag.settings import RetrievalSettings
+from lakerag.weights import load_sentence_model
+from tests.test_ranking import MINILM, tiny_index
+
+
+def graph(*edges: tuple[str, str, str, str]) -> SectionGraph:
+    return SectionGraph(pd.DataFrame(edges, columns=["from_section_id", "to_section_id", "kind", "text"]))
+
+
+RANKED = [("a", 3.0), ("b", 2.0), ("c", 1.5), ("d", 1.0)]  # scaled: a 1.0, b 0.5, c 0.25, d 0.0
+
+
+def test_a_section_the_best_hit_refers_to_lands_below_it_by_the_damping_of_its_score():
+    edges = graph(("a", "d", "reference", "see Section 4"), ("c", "b", "link", "Section 2"))
+    out = expand(RANKED, edges, ["reference", "link"], seeds=1, damping=0.8, hops=1, max_degree=15,
+                 allowed=lambda s: True)
+    assert out == [("a", 1.0, None), ("d", 0.8, Via("a", "reference", "see Section 4")), ("b", 0.5, None),
+                   ("c", 0.25, None)]  # c is not a seed, so its link to b changes nothing
+    # a damping under b's scaled score leaves d below b
+    low = expand(RANKED, edges, ["reference"], seeds=1, damping=0.4, hops=1, max_degree=15, allowed=lambda s: True)
+    assert [section for section, _, _ in low] == ["a", "b", "d", "c"]
+
+
+def test_only_the_chosen_edge_kinds_are_followed_and_a_section_the_reader_may_not_see_is_not_pulled_in():
+    edges = graph(("a", "d", "next", ""), ("a", "x", "link", "Section 9"))
+    assert [s for s, _, _ in expand(RANKED, edges, ["reference"], 3, 0.8, 1, 15, lambda s: True)] == ["a", "b", "c", "d"]
+    pulled = expand(RANKED, edges, ["link", "next"], 3, 0.8, 1, 15, allowed=lambda s: s != "x")
+    assert [s for s, _, _ in pulled] == ["a", "d", "b", "c"]  # x (not in the ranking, not readable) stays out
+
+
+def test_two_hops_damp_twice_and_a_hub_with_more_links_than_max_degree_is_not_followed():
+    chain = graph(("a", "d", "reference", "4"), ("d", "e", "reference", "5"))
+    out = expand(RANKED, chain, ["reference"], 1, 0.8, 2, 15, lambda s: True)
+    assert [(s, round(score, 2)) for s, score, _ in out][:3] == [("a", 1.0), ("d", 0.8), ("e", 0.64)]
+    assert out[2][2] == Via("d", "reference", "5", hops=2)
+    hub = graph(*[("a", f"t{i}", "link", str(i)) for i in range(4)])
+    assert expand(RANKED, hub, ["link"], 1, 0.8, 1, 3, lambda s: True) == [(s, score, None) for s, score in
+                                                                          [("a", 1.0), ("b", 0.5), ("c", 0.25), ("d", 0.0)]]
+
+
+TEXTS = [
+    "To install a Debian package, run apt install with its name; apt checks the archive signature, "
+    "see Section 2.",
+    "Installing a package you downloaded as a .deb file is done with dpkg -i.",
+    "The trusted keyrings under /etc/apt/trusted.gpg.d hold the OpenPGP certificates of the archive.",
+    "The weather in the south of France is mild in winter.",
+]
+QUESTION = "How do I install a Debian package and how is it checked?"
+
+
+def test_a_question_about_a_section_that_points_to_another_retrieves_both_with_the_graph_on_only(tmp_path):
+    vectors = load_sentence_model(MINILM).encode(TEXTS, normalize_embeddings=True)
+    folder = tiny_index(tmp_path / "linked", TEXTS, vectors, groups=[["users"], ["users"], ["users"], ["users"]],
+                        links=[(0, 2, "reference", "Section 2")])
+    off = Retriever(folder, RetrievalSettings(reranker="none"))
+    on = Retriever(folder, RetrievalSettings(reranker="none", graph_edges=("reference",)))
+    assert [h.section_id for h in off.search(QUESTION, k=2)] == ["s0", "s1"]
+    hits = on.search(QUESTION, k=2)
+    assert [h.section_id for h in hits] == ["s0", "s2"]
+    assert hits[1].via == Via("s0", "reference", "Section 2") and hits[0].via is None
+    # permissions hold: a reader who may not see the linked section's document does not get it
+    locked = tiny_index(tmp_path / "locked", TEXTS, vectors, groups=[["users"], ["users"], ["admins"], ["users"]],
+                        links=[(0, 2, "reference", "Section 2")])
+    reader = Retriever(locked, RetrievalSettings(reranker="none", graph_edges=("reference",)))
+    assert [h.section_id for h in reader.search(QUESTION, k=2, filters=Filters(groups=("users",)))] == ["s0", "s1"]
+    # and the chain's follow_links path: the best hit's named section, with the words that named it
+    [linked] = on.linked(QUESTION, hits[0], 1)
+    assert (linked.section_id, linked.via) == ("s2", Via("s0", "reference", "Section 2"))
+    assert np.isclose(linked.relevance, float(vectors[2] @ on.embed_query(QUESTION)[0]), atol=1e-5)
