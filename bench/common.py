@@ -72,3 +72,40 @@ def write_result(name: str, result: dict) -> None:
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def grown_index(seed: Path, folder: Path, size: int, settings: Settings) -> tuple[Path, "np.ndarray"]:
+    """An index folder of `size` rows grown from the `seed` index: its chunks repeated under new
+    ids, vectors jittered and re-normalised (no two equal), R-data's rows readable by group hr
+    only and the rest by users, random unit rerank vectors of mpnet's size (the reranker's cost
+    is real, its scores are not), the seed's sections and section links. Returns the folder and
+    the mask of the restricted rows."""
+    import json
+    from datetime import datetime, timezone
+
+    import numpy as np
+    import pandas as pd
+
+    from lakerag.retrieval.index_files import LINKS, write_index
+    from lakerag.retrieval.retriever import Retriever
+    from lakerag.settings import RetrievalSettings
+
+    rng = np.random.default_rng(0)
+    base = Retriever(seed, RetrievalSettings(reranker="none"))
+    chunks, vectors = base.chunks, base.dense.reconstruct_n(0, base.dense.ntotal)
+    copies = -(-size // len(chunks))
+    big = chunks.loc[np.tile(np.arange(len(chunks)), copies)[:size]].reset_index(drop=True)
+    big["chunk_id"] = [f"{cid}-{i}" for i, cid in enumerate(big["chunk_id"])]
+    restricted = (big["file_name"] == "R-data.pdf").to_numpy()
+    big["groups"] = [["hr"] if r else ["users"] for r in restricted]
+    jittered = np.tile(vectors, (copies, 1))[:size] + rng.normal(0, 0.02, (size, vectors.shape[1]))
+    jittered = (jittered / np.linalg.norm(jittered, axis=1, keepdims=True)).astype(np.float32)
+    rerank = rng.normal(size=(size, 768)).astype(np.float32)
+    rerank /= np.linalg.norm(rerank, axis=1, keepdims=True)
+    manifest = json.loads((seed / "manifest.json").read_text()) | {
+        "vectors": size, "rerank_model": settings.models.rerank, "synthetic": True,
+        "built_at": datetime.now(timezone.utc).isoformat()}
+    links = pd.read_parquet(seed / LINKS) if (seed / LINKS).is_file() else None
+    write_index(folder, big, jittered, pd.read_parquet(seed / "sections.parquet"), manifest,
+                settings.retrieval.exact_below, rerank, links)
+    return folder, restricted

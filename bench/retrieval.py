@@ -28,10 +28,9 @@ import pandas as pd
 import pyspark.sql.functions as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import silver_lakehouse, write_result  # noqa: E402
+from common import grown_index, silver_lakehouse, write_result  # noqa: E402
 
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
-from lakerag.retrieval.index_files import write_index  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
 from lakerag.retrieval.retriever import Filters, Retriever  # noqa: E402
 from lakerag.settings import RetrievalSettings, Settings  # noqa: E402
@@ -57,31 +56,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries per mode (default %(default)s)")
     args = parser.parse_args()
     settings = Settings()
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as root:
         with silver_lakehouse(Path(root), settings, ["R-data.pdf", "debian-faq.pdf"]) as (spark, lh):
             run_gold(spark, lh, settings)
             seed = build_index(spark, lh, settings, Path(root) / "seed").folder
             questions = [r.title for r in spark.table(lh.table(SILVER_SECTIONS.name))
                          .filter(F.col("title").endswith("?")).select("title").collect()]
-        base = Retriever(seed, RetrievalSettings(reranker="none"))
-        chunks, vectors = base.chunks, base.dense.reconstruct_n(0, base.dense.ntotal)
-        copies = -(-args.size // len(chunks))
-        big = chunks.loc[np.tile(np.arange(len(chunks)), copies)[: args.size]].reset_index(drop=True)
-        big["chunk_id"] = [f"{cid}-{i}" for i, cid in enumerate(big["chunk_id"])]
-        # Permissions: R-data's chunks readable by group hr only, the Debian FAQ's by everyone.
-        restricted = big["file_name"] == "R-data.pdf"
-        big["groups"] = [["hr"] if r else ["users"] for r in restricted]
-        jittered = np.tile(vectors, (copies, 1))[: args.size] + rng.normal(0, 0.02, (args.size, vectors.shape[1]))
-        jittered = (jittered / np.linalg.norm(jittered, axis=1, keepdims=True)).astype(np.float32)
-        rerank = rng.normal(size=(args.size, 768)).astype(np.float32)
-        rerank /= np.linalg.norm(rerank, axis=1, keepdims=True)
-        manifest = json.loads((seed / "manifest.json").read_text()) | {
-            "vectors": args.size, "rerank_model": settings.models.rerank, "synthetic": True,
-            "built_at": datetime.now(timezone.utc).isoformat()}
         started = time.perf_counter()
-        folder = write_index(Path(root) / "big" / "v0", big, jittered, pd.read_parquet(seed / "sections.parquet"),
-                             manifest, settings.retrieval.exact_below, rerank)
+        folder, restricted = grown_index(seed, Path(root) / "big" / "v0", args.size, settings)
         build_s = time.perf_counter() - started
         retriever = Retriever.from_settings(folder, settings)
         # the fusion and rescoring before issue 18, on the same index

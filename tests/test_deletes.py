@@ -36,6 +36,7 @@ from lakerag.lakehouse.tables import (
     SILVER_CHUNKS,
     SILVER_DOCUMENTS,
     SILVER_PARSE_STAGING,
+    SILVER_SECTION_LINKS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
 )
@@ -44,7 +45,8 @@ from tests.scripted_http import ScriptedServer, served_settings
 
 pytestmark = pytest.mark.slow
 
-DERIVED = (SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, GOLD_EMBEDDINGS, EVAL_QUESTIONS)
+DERIVED = (SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_SECTION_LINKS, SILVER_SECTION_SUMMARIES,
+           GOLD_EMBEDDINGS, EVAL_QUESTIONS)
 SUMMARY = json.dumps({"summary": "The section explains how outlines are written with hyperref.", "title": "Outlines",
                       "keywords": ["outline"], "questions": ["How do I add bookmarks to a PDF?"]})
 PAIRS = json.dumps([{"style": "factual", "question": "What does the section say about outlines?",

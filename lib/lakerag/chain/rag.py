@@ -355,10 +355,8 @@ class RagChain:
         if not self.settings.follow_links or not hits:
             return hits
         with self.span("follow links", "RETRIEVER", {"section_id": hits[0].section_id}) as span:
-            have = {hit.section_id for hit in hits}
-            linked = [hit for hit in self.retriever.linked(query, hits[0], self.settings.follow_links + len(hits),
-                                                           filters) if hit.section_id not in have]
-            linked = linked[: self.settings.follow_links]
+            linked = self.retriever.linked(query, hits[0], self.settings.follow_links, filters,
+                                           exclude={hit.section_id for hit in hits})
             span.set_outputs([retrieved_document(hit) for hit in linked])
         return hits + linked
 

@@ -106,7 +106,8 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     indexed = set(chunks["section_id"])
     links = (spark.table(lakehouse.table(SILVER_SECTION_LINKS.name))
              .filter(F.col("to_section_id").isNotNull() & F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
-             .select("from_section_id", "to_section_id", "kind", "text").orderBy("link_id").toPandas())
+             .select("from_section_id", "to_section_id", "kind", "text", "page")
+             .orderBy("from_section_id", "page", "kind", "text", "to_section_id").toPandas())
     links = links[links["from_section_id"].isin(indexed) & links["to_section_id"].isin(indexed)]
     chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
     # An unlabelled vector (its document not yet labelled) is readable by no one.

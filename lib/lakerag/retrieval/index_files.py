@@ -6,7 +6,7 @@ An index is a folder `<index root>/<model>__<strategy>/v<gold version>/` holding
 summary, text, indexed_text (what was embedded and BM25-indexed), citation fields, tags, the
 groups allowed to read its document), `sections.parquet` (full section text and the page of each paragraph, for parent expansion),
 `links.parquet` (the resolved silver_section_links between indexed sections: from, to, kind, text,
-for graph retrieval), optionally
+page, each section's in page order, for graph retrieval), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
 recording the gold table version it came from. Built once per gold version: re-running the
 build over an unchanged gold table does nothing.

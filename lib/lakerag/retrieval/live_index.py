@@ -62,9 +62,10 @@ class LiveIndex:
         self.refresh()
         return self.current.search(query, k=k, mode=mode, filters=filters, rerank=rerank)
 
-    def linked(self, query: str, hit: Hit, limit: int, filters: Filters = Filters()) -> list[Hit]:
+    def linked(self, query: str, hit: Hit, limit: int, filters: Filters = Filters(),
+               exclude: set[str] | frozenset[str] = frozenset()) -> list[Hit]:
         """`Retriever.linked` on the index in use (the one that found `hit`)."""
-        return self.current.linked(query, hit, limit, filters)
+        return self.current.linked(query, hit, limit, filters, exclude)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """`Retriever.embed` of the index in use."""

@@ -374,9 +374,10 @@ class Retriever:
             paragraph_pages=self.paragraph_pages.get(chunk.section_id, []),
             relevance=float(self.dense.reconstruct(int(row)) @ query), via=via)
 
-    def linked(self, query: str, hit: Hit, limit: int, filters: Filters = Filters()) -> list[Hit]:
-        """Up to `limit` sections that `hit`'s section links to or names ("see Section 3.1"), in
-        document order of the edges, that `filters` pass (score 0: they were not ranked)."""
+    def linked(self, query: str, hit: Hit, limit: int, filters: Filters = Filters(),
+               exclude: set[str] | frozenset[str] = frozenset()) -> list[Hit]:
+        """Up to `limit` sections, none in `exclude`, that `hit`'s section links to or names ("see
+        Section 3.1"), in the edges' order, that `filters` pass (score 0: they were not ranked)."""
         if self.graph is None or limit <= 0:
             return []
         mask = filters.mask(self.chunks, self._readers)
@@ -384,7 +385,7 @@ class Retriever:
         hits = []
         for target, kind, text in self.graph.neighbours(hit.section_id, ("link", "reference"),
                                                         self.settings.graph_max_degree):
-            row = self._first_row(target, mask)
+            row = self._first_row(target, mask) if target not in exclude else None
             if row is not None:
                 hits.append(self._hit(row, 0.0, vector, Via(hit.section_id, kind, text)))
             if len(hits) == limit:
