@@ -10,9 +10,14 @@ defaults) runs on the three manuals of data/corpus/manuals. Then:
              graph off and for a sweep of retrieval.graph_* settings
   faq        the Debian FAQ's own questions (one section each): the graph's cost on questions
              that need one section, same configurations
-  context    the chain's retrieval (chain.k sections) plus chain.follow_links sections the best
-             hit refers to: share of pair questions with both sections among those passed to the
-             prompt (before the token budget cuts passages)
+  generated  the saved generated questions (bench/data/generated_questions.json, one section
+             each, written from the body), same configurations
+  body       the FAQ questions again on an index whose chunks do not see their own section's
+             heading (bench/retrieval_quality.py's withheld mode): graph off and on
+  context    the chain's retrieval (chain.k sections, plus chain.follow_links sections the best
+             hit refers to) and its passages within chain.context_tokens (the default LLM's
+             tokenizer), graph off and on: the share of questions with every relevant section
+             retrieved and in the prompt, and the relevant sections' tokens in the prompt
   latency    at --size chunks (the index grown as in bench/retrieval.py, the real links kept):
              p50 of hybrid + rerank with the graph off and on, and of the graph step alone
 Writes bench/results/graph.json.
@@ -34,13 +39,18 @@ import pyspark.sql.functions as F
 from ranx import Qrels, Run, evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, grown_index, section_key, silver_lakehouse, write_result  # noqa: E402
+from common import REPO, generated_questions, grown_index, section_key, silver_lakehouse, write_result  # noqa: E402
+from retrieval_quality import withhold_own_heading  # noqa: E402
 
+import mlflow  # noqa: E402
+
+from lakerag.chain.llm import make_llm  # noqa: E402
+from lakerag.chain.rag import RagChain, Usage, select_passages  # noqa: E402
 from lakerag.enrich.embeddings import run_gold  # noqa: E402
 from lakerag.enrich.index_build import build_index  # noqa: E402
 from lakerag.lakehouse.tables import SILVER_DOCUMENTS, SILVER_SECTION_LINKS, SILVER_SECTIONS  # noqa: E402
 from lakerag.retrieval.index_files import bm25_tokens  # noqa: E402
-from lakerag.retrieval.retriever import Retriever  # noqa: E402
+from lakerag.retrieval.retriever import Filters, Retriever  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
 
 MANUALS = ["debian-faq.pdf", "R-intro.pdf", "R-data.pdf"]
@@ -87,13 +97,16 @@ def pair_questions(spark, lakehouse) -> tuple[dict[str, tuple[str, str, str]], i
     return found, unmatched
 
 
-def faq_questions(spark, lakehouse) -> dict[str, tuple[str, str]]:
-    """The Debian FAQ's questions (section headings ending in '?') with their section."""
+def single_section_questions(spark, lakehouse) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
+    """The Debian FAQ's questions (section headings ending in '?') and the saved generated
+    questions, each {qid: (question, its section)}."""
     rows = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
             .join(spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "file_name"), "doc_id")
-            .filter((F.col("file_name") == "debian-faq.pdf") & F.col("title").endswith("?") & (F.length("text") > 0))
-            .select("section_id", "title").collect())
-    return {f"faq:{r.section_id}": (r.title, r.section_id) for r in rows}
+            .select("section_id", "file_name", "heading_path", "title", "text").collect())
+    faq = {f"faq:{r.section_id}": (r.title, r.section_id) for r in rows
+           if r.file_name == "debian-faq.pdf" and r.title.endswith("?") and r.text.strip()}
+    found, _ = generated_questions(rows)
+    return faq, {f"gen:{q['question_id']}": (q["question"], q["section_id"]) for q in found}
 
 
 def ranked(retriever: Retriever, questions: dict, depth: int = 10) -> tuple[dict, list[float]]:
@@ -118,29 +131,33 @@ def pair_figures(retriever: Retriever, pairs: dict) -> dict:
             **{m: round(float(v), 3) for m, v in scores.items()}, "p50_ms": round(statistics.median(took), 1)}
 
 
-def faq_figures(retriever: Retriever, faq: dict) -> dict:
+def single_figures(retriever: Retriever, faq: dict) -> dict:
+    """nDCG@10, recall@1, recall@5 and p50 of questions with one relevant section each."""
     run, took = ranked(retriever, faq)
     scores = evaluate(Qrels({qid: {section: 1} for qid, (_, section) in faq.items()}), Run(run),
                       ["ndcg@10", "recall@1", "recall@5"])
     return {**{m: round(float(v), 3) for m, v in scores.items()}, "p50_ms": round(statistics.median(took), 1)}
 
 
-def context_figures(retriever: Retriever, pairs: dict, k: int, follow: int) -> float:
-    """Share of pair questions with both sections among chain.k hits + `follow` linked sections."""
-    both = []
-    for question, source, target in pairs.values():
-        hits = retriever.search(question, k=k)
-        have = {hit.section_id for hit in hits}
-        if follow and hits:
-            have |= {hit.section_id for hit in retriever.linked(question, hits[0], follow, exclude=have)}
-        both.append(float(source in have and target in have))
-    return round(statistics.mean(both), 3)
+def context_figures(chain: RagChain, questions: dict) -> dict:
+    """What the chain's prompt gets (its retrieval, then passages within chain.context_tokens by
+    the LLM's tokenizer): the share of questions with every relevant section among the sources
+    retrieved and among those that got a passage, and the relevant sections' tokens in the prompt."""
+    retrieved, prompted, tokens = [], [], []
+    for question, *relevant in questions.values():
+        hits, _ = chain.retrieve(question, Filters(), Usage())
+        passages = select_passages(hits, chain.settings.context_tokens, chain.count_tokens)
+        retrieved.append(float(set(relevant) <= {hit.section_id for hit in hits}))
+        prompted.append(float(set(relevant) <= {p.hit.section_id for p in passages}))
+        tokens.append(sum(chain.count_tokens(p.text()) for p in passages if p.hit.section_id in relevant))
+    return {"all_retrieved": round(statistics.mean(retrieved), 3), "all_in_prompt": round(statistics.mean(prompted), 3),
+            "relevant_prompt_tokens": round(statistics.mean(tokens), 1)}
 
 
 def latency(seed: Path, root: Path, size: int, queries: list[str], settings: Settings) -> dict:
     """p50 ms of hybrid + rerank, graph off and on, and of the graph step alone, at `size` rows."""
     folder, _ = grown_index(seed, root / "big" / "v0", size, settings)
-    off = Retriever.from_settings(folder, settings)
+    off = Retriever(folder, dataclasses.replace(settings.retrieval, graph_edges=()), settings.models.rerank)
     on = Retriever(folder, dataclasses.replace(settings.retrieval, graph_edges=CROSS), settings.models.rerank)
     for query in queries[:5]:  # load models, warm caches
         off.search(query), on.search(query)
@@ -172,31 +189,52 @@ def main() -> None:
     args = parser.parse_args()
     base = Settings()
     settings = dataclasses.replace(base, gold=dataclasses.replace(base.gold, extra_models=(base.models.rerank,)))
-    results: dict = {"files": MANUALS}
+    off = dataclasses.replace(settings.retrieval, graph_edges=())
+    on = dataclasses.replace(settings.retrieval, graph_edges=CROSS)  # seeds, damping, hops: the defaults
+    results: dict = {"files": MANUALS}  # every configuration below names its graph settings
     with tempfile.TemporaryDirectory() as root:
         with silver_lakehouse(Path(root), settings, MANUALS) as (spark, lakehouse):
             results["edges"] = edge_counts(spark, lakehouse)
             for file_name, counts in sorted(results["edges"].items()):
                 print(f"{file_name:<16} " + "  ".join(f"{kind} {n}" for kind, n in sorted(counts.items())))
             pairs, unmatched = pair_questions(spark, lakehouse)
-            faq = faq_questions(spark, lakehouse)
-            results.update(pair_questions=len(pairs), pair_questions_unmatched=unmatched, faq_questions=len(faq))
-            print(f"{len(pairs)} pair questions ({unmatched} matched no section), {len(faq)} Debian FAQ questions")
+            faq, generated = single_section_questions(spark, lakehouse)
+            results.update(pair_questions=len(pairs), pair_questions_unmatched=unmatched, faq_questions=len(faq),
+                           generated_questions=len(generated))
+            print(f"{len(pairs)} pair questions ({unmatched} matched no section), {len(faq)} Debian FAQ questions, "
+                  f"{len(generated)} generated questions")
             run_gold(spark, lakehouse, settings)
             seed = build_index(spark, lakehouse, settings, Path(root) / "indexes").folder
-            queries = [question for question, _ in faq.values()]
-        results["configs"] = {}
-        for name, overrides in CONFIGS.items():
-            retriever = Retriever(seed, dataclasses.replace(settings.retrieval, **overrides), settings.models.rerank)
-            figures = {"pairs": pair_figures(retriever, pairs), "faq": faq_figures(retriever, faq)}
-            results["configs"][name] = figures
-            print(f"{name:<42} pairs " + " ".join(f"{k} {v}" for k, v in figures["pairs"].items())
-                  + "   faq " + " ".join(f"{k} {v}" for k, v in figures["faq"].items()), flush=True)
-        plain = Retriever(seed, settings.retrieval, settings.models.rerank)
-        results["context"] = {f"chain.k {settings.chain.k} + follow_links {n}":
-                              context_figures(plain, pairs, settings.chain.k, n) for n in (0, 1, 2)}
-        for name, share in results["context"].items():
-            print(f"both sections among those given to the prompt, {name}: {share}")
+            results["configs"] = {}
+            for name, overrides in CONFIGS.items():
+                retriever = Retriever(seed, dataclasses.replace(off, **overrides), settings.models.rerank)
+                figures = {"pairs": pair_figures(retriever, pairs), "faq": single_figures(retriever, faq),
+                           "generated": single_figures(retriever, generated)}
+                results["configs"][name] = figures
+                print(f"{name:<42} " + "   ".join(f"{set_name} " + " ".join(f"{k} {v}" for k, v in values.items())
+                                                  for set_name, values in figures.items()), flush=True)
+            results["context"] = {}
+            mlflow.tracing.disable()  # the chain's spans are not what is measured here
+            llm = make_llm(settings.llm)  # its tokenizer fills the context budget, as in the chain
+            for graph_name, retrieval in (("graph off", off), ("graph on", on)):
+                retriever = Retriever(seed, retrieval, settings.models.rerank)
+                for n in (0, 1, 2):
+                    chain = RagChain(retriever, llm, dataclasses.replace(settings.chain, follow_links=n))
+                    name = f"{graph_name}, chain.k {settings.chain.k} + follow_links {n}"
+                    results["context"][name] = {set_name: context_figures(chain, questions) for set_name, questions
+                                                in (("pairs", pairs), ("faq", faq), ("generated", generated))}
+                    print(f"context, {name}: " + "   ".join(f"{set_name} " + " ".join(f"{k} {v}" for k, v in
+                                                                                  values.items())
+                                                             for set_name, values in results["context"][name].items()),
+                          flush=True)
+            withhold_own_heading(spark, lakehouse)
+            run_gold(spark, lakehouse, settings)
+            withheld = build_index(spark, lakehouse, settings, Path(root) / "withheld").folder
+            results["body"] = {name: single_figures(Retriever(withheld, retrieval, settings.models.rerank), faq)
+                               for name, retrieval in (("graph off", off), ("graph on", on))}
+            for name, figures in results["body"].items():
+                print(f"faq, own heading withheld, {name}: " + " ".join(f"{k} {v}" for k, v in figures.items()))
+        queries = [question for question, _ in faq.values()]
         results["latency"] = latency(seed, Path(root), args.size, (queries * (args.queries // len(queries) + 1))
                                      [: args.queries], settings)
         print("latency at %(chunks)d chunks (p50 ms): " % results["latency"]

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyspark.sql.functions as F
+import pytest
 
+from lakerag.lakehouse.tables import SILVER_SECTION_LINKS, SILVER_SECTIONS
 from lakerag.retrieval.graph import SectionGraph, Via, expand
 from lakerag.retrieval.retriever import Filters, Retriever
 from lakerag.settings import RetrievalSettings
 from lakerag.weights import load_sentence_model
+from tests.scripted_http import ScriptedServer
+from tests.test_chain import scripted_chain
 from tests.test_ranking import MINILM, tiny_index
 
 
@@ -60,7 +65,7 @@ def test_a_question_about_a_section_that_points_to_another_retrieves_both_with_t
     vectors = load_sentence_model(MINILM).encode(TEXTS, normalize_embeddings=True)
     folder = tiny_index(tmp_path / "linked", TEXTS, vectors, groups=[["users"], ["users"], ["users"], ["users"]],
                         links=[(0, 2, "reference", "Section 2")])
-    off = Retriever(folder, RetrievalSettings(reranker="none"))
+    off = Retriever(folder, RetrievalSettings(reranker="none", graph_edges=()))
     on = Retriever(folder, RetrievalSettings(reranker="none", graph_edges=("reference",)))
     assert [h.section_id for h in off.search(QUESTION, k=2)] == ["s0", "s1"]
     hits = on.search(QUESTION, k=2)
@@ -75,3 +80,37 @@ def test_a_question_about_a_section_that_points_to_another_retrieves_both_with_t
     [linked] = on.linked(QUESTION, hits[0], 1)
     assert (linked.section_id, linked.via) == ("s2", Via("s0", "reference", "Section 2"))
     assert np.isclose(linked.relevance, float(vectors[2] @ on.embed_query(QUESTION)[0]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_pipeline_stores_a_manuals_references_and_the_chain_adds_the_referenced_section(spark, corpus_index):
+    """R-data's "Imports" says "see Chapter 9 [Reading Excel spreadsheets], page 32": silver keeps
+    the reference and the link on it, the index carries both, and with chain.follow_links the
+    chapter joins the context of a question that "Imports" answers, headed by the reference."""
+    lakehouse, report, _ = corpus_index
+    links = spark.table(lakehouse.table(SILVER_SECTION_LINKS.name)).alias("l")
+    sections = spark.table(lakehouse.table(SILVER_SECTIONS.name))
+    named = (links.join(sections.select(F.col("section_id").alias("from_section_id"), F.col("title").alias("source")),
+                        "from_section_id")
+             .join(sections.select(F.col("section_id").alias("to_section_id"), F.col("title").alias("target")),
+                   "to_section_id", "left"))
+    excel = {(r.kind, r.text) for r in named.filter((F.col("source") == "Imports")
+                                                  & (F.col("target") == "9 Reading Excel spreadsheets")).collect()}
+    assert ("reference", "Chapter 9 [Reading Excel spreadsheets], page 32") in excel
+    assert any(kind == "link" for kind, _ in excel)
+    assert named.filter(F.col("to_section_id").isNull()).count() == 0  # both manuals resolve every reference
+    index_links = pd.read_parquet(report.folder / "links.parquet")
+    assert set(index_links["kind"]) == {"link", "reference", "parent", "next"}
+
+    question = "Which file formats can R import from other software, and where do I start?"
+    retriever = Retriever(report.folder, RetrievalSettings())
+    top = retriever.search(question, k=4)
+    assert top[0].heading_path[-1] == "Imports"
+    with ScriptedServer([(200, "Export the data as text [1].")] * 2) as server:
+        plain = scripted_chain(server, report.folder).answer([{"role": "user", "content": question}])
+        followed = scripted_chain(server, report.folder, follow_links=1).answer([{"role": "user", "content": question}])
+        prompt = server.requests[1]["body"]["messages"][-1]["content"]
+    assert len(followed["contexts"]) == len(plain["contexts"]) + 1
+    extra = followed["contexts"][-1]
+    assert extra["via"]["from_section_id"] == top[0].section_id and extra["section_id"] not in plain["retrieved"]
+    assert f'(referred to as "{extra["via"]["text"]}")' in prompt

@@ -98,7 +98,9 @@ def test_parent_expansion_returns_the_whole_section(spark, built, retriever):
 
 
 def test_rescore_reranker_rescores_the_top_candidates_of_a_real_index(built):
-    settings = Settings(retrieval=dataclasses.replace(Settings().retrieval, rerank_first_stage_weight=0.0))
+    # the graph off: it rescales the scores this test reads (tests/test_graph.py tests it)
+    settings = Settings(retrieval=dataclasses.replace(Settings().retrieval, rerank_first_stage_weight=0.0,
+                                                      graph_edges=()))
     reranking = Retriever.from_settings(built[1].folder, settings)
     plain = reranking.search("read Excel spreadsheets into R", k=20, rerank=False)
     reranked = reranking.search("read Excel spreadsheets into R", k=4)
@@ -113,7 +115,7 @@ def test_cross_encoder_reranker_runs_from_a_model_folder(built):
     # exercises the code path (its scores are meaningless until trained).
     settings = Settings(retrieval=dataclasses.replace(
         Settings().retrieval, reranker="cross-encoder", cross_encoder=str(model_path("all-MiniLM-L6-v2")),
-        rerank_candidates=4))
+        rerank_candidates=4, graph_edges=()))
     reranking = Retriever.from_settings(built[1].folder, settings)
     plain = reranking.search("relational databases", k=4, rerank=False)
     reranked = reranking.search("relational databases", k=4)

@@ -26,6 +26,9 @@ def test_override(tmp_path):
         ("bronze:\n  max_file_bytes: lots\n", "bronze.max_file_bytes: expected int"),
         ("bronze:\n  max_file_bytes: true\n", "bronze.max_file_bytes: expected int"),
         ("bronze: 3\n", "bronze: expected a mapping"),
+        ("retrieval:\n  graph_edges: [links]\n", "retrieval.graph_edges: ['links'] are not edge kinds"),
+        ("retrieval:\n  backend: vector_search\n  vector_search_endpoint: e\nchain:\n  follow_links: 1\n",
+         "chain.follow_links needs retrieval.backend: local"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path, text, fragment):

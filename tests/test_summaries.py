@@ -123,7 +123,8 @@ def test_a_long_section_is_summarised_from_its_chunks(spark, lakehouse, landing,
     put(landing, "outline.pdf", "pdflatex-outline.pdf")
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
     run_silver(spark, lakehouse, Settings(), "sail")
-    longest = (spark.table(lakehouse.table(SILVER_SECTIONS.name)).orderBy(F.length("text").desc()).first())
+    # the job takes the longest first, ties by section id
+    longest = spark.table(lakehouse.table(SILVER_SECTIONS.name)).orderBy(F.length("text").desc(), "section_id").first()
     paragraphs = [c.text for c in spark.table(lakehouse.table(SILVER_CHUNKS.name))
                   .filter((F.col("section_id") == longest.section_id) & (F.col("strategy") == "paragraph"))
                   .orderBy("chunk_index").collect()]

@@ -147,8 +147,8 @@ class RetrievalSettings:
     # sections link to along graph_edges (link, reference, parent, next; empty = off) are scored
     # graph_damping**hop times their seed's score (scaled to best = 1), up to graph_hops away;
     # a section with more than graph_max_degree links (an index) is not followed. Local index
-    # only. Defaults: bench/graph.py.
-    graph_edges: tuple = ()
+    # only. Defaults: bench/graph.py (docs/benchmarks.md "Graph retrieval").
+    graph_edges: tuple = ("link", "reference")
     graph_seeds: int = 3
     graph_damping: float = 0.8
     graph_hops: int = 1
@@ -550,9 +550,11 @@ class Settings:
         if self.retrieval.strategy not in self.gold.strategies:
             raise SettingsError(f"retrieval.strategy {self.retrieval.strategy!r} must be one of "
                                 f"gold.strategies {list(self.gold.strategies)}: only those chunks have vectors")
-        if self.retrieval.backend != "local" and (self.retrieval.graph_edges or self.chain.follow_links):
-            raise SettingsError("retrieval.graph_edges and chain.follow_links need retrieval.backend: local (the "
-                                "section links travel in the local index folder, not in Vector Search)")
+        # retrieval.graph_edges does not apply there either (Vector Search ranks alone), but it is
+        # on by default, so only the explicit opt-in is refused.
+        if self.retrieval.backend != "local" and self.chain.follow_links:
+            raise SettingsError("chain.follow_links needs retrieval.backend: local (the section links travel in "
+                                "the local index folder, not in Vector Search); set it to 0")
 
 
 # Keys earlier versions had: still read (a registered model's logged settings, an old conf file),
