@@ -176,7 +176,7 @@ def latency(seed: Path, root: Path, size: int, queries: list[str], settings: Set
         ranking = on.rerank(query, on.fuse(on.dense_ranking(vector, 50, None), on.bm25_ranking(query, 50, None),
                                            vector[0], bm25_tokens([query])[0]))
         started = time.perf_counter()
-        on.follow_links(ranking, None)
+        on.graph_ranking(ranking, None)
         steps.append((time.perf_counter() - started) * 1000)
     figures["graph step alone"] = round(statistics.median(steps), 3)
     return figures

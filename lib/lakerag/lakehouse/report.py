@@ -68,8 +68,8 @@ def print_silver_summary(spark: SparkSession, lakehouse: Lakehouse, report: Silv
         F.count_if(F.col("to_section_id").isNull()).alias("unresolved"))
     print(f"\n{lakehouse.table(SILVER_DOCUMENTS.name)} (links and references: resolved to a section of the document):")
     (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).join(sections, "doc_id", "left").join(links, "doc_id", "left")
-     .select("file_name", "title", "language", "page_count", "outline_entries", "sections", "links", "references",
-             "unresolved")
+     .select("file_name", "title", "language", "page_count", "outline_entries", "sections",
+             *[F.coalesce(name, F.lit(0)).alias(name) for name in ("links", "references", "unresolved")])
      .orderBy("file_name").show(200, truncate=40))
     print(f"{lakehouse.table(SILVER_CHUNKS.name)} by strategy:")
     (spark.table(lakehouse.table(SILVER_CHUNKS.name)).groupBy("strategy")

@@ -325,7 +325,7 @@ class Retriever:
             ranking = self.rerank(query, ranking)
         via: dict[str, Via] = {}
         if self.settings.graph_edges and self.graph is not None:
-            ranking, via = self.follow_links(ranking, mask)
+            ranking, via = self.graph_ranking(ranking, mask)
         return self._section_hits(ranking, k, vector[0], via)
 
     def _first_row(self, section_id: str, mask: np.ndarray | None) -> int | None:
@@ -333,7 +333,7 @@ class Retriever:
         rows = self._rows_of_section.get(section_id, ())
         return next((int(r) for r in rows if mask is None or mask[r]), None)
 
-    def follow_links(self, ranking: list[tuple[int, float]],
+    def graph_ranking(self, ranking: list[tuple[int, float]],
                      mask: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[str, Via]]:
         """The ranking with the sections its best hits link to scored in (retrieval.graph_*; one
         row a section, scores scaled to best = 1), and how each pulled-in section came in. Only
