@@ -299,8 +299,11 @@ class RagChain:
         (text, in_text), (title, in_title) = (screen_instructions(hit.section_text, patterns),
                                               screen_instructions(hit.title, patterns))
         headings = [screen_instructions(heading, patterns) for heading in hit.heading_path]
-        removed = in_text + in_title + sum(n for _, n in headings)
-        return dataclasses.replace(hit, section_text=text, title=title, heading_path=[h for h, _ in headings]), removed
+        # the words of the link that pulled the section in are the PDF's too
+        via, in_via = (screen_instructions(hit.via.text, patterns) if hit.via else ("", 0))
+        removed = in_text + in_title + sum(n for _, n in headings) + in_via
+        return dataclasses.replace(hit, section_text=text, title=title, heading_path=[h for h, _ in headings],
+                                   via=dataclasses.replace(hit.via, text=via) if hit.via else None), removed
 
     @contextmanager
     def span(self, name: str, kind: str, inputs: dict[str, Any]) -> Iterator[Any]:

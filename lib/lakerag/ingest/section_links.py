@@ -26,7 +26,7 @@ REFERENCE_TEXT = re.compile(
     r"(?:\s*\[(?P<title>[^\]]{1,160})\])?(?:,?\s*page\s+\d+)?")
 # The number a heading carries: "3.1 What is S?", "Chapter 4 Factors", "Appendix B Invoking R".
 # texinfo's outline writes an appendix as "A A sample session": a capital, then a capitalised title.
-HEADING_NUMBER = re.compile(r"^\s*(?:chapter\s+)?(\d+(?:\.\d+)*)\.?\s+\S|^\s*(?:appendix\s+)?([A-Z](?:\.\d+)*)\.?\s+[A-Z]")
+HEADING_NUMBER = re.compile(r"^\s*(?i:chapter\s+)?(\d+(?:\.\d+)*)\.?\s+\S|^\s*(?i:appendix\s+)?([A-Z](?:\.\d+)*)\.?\s+[A-Z]")
 NUMBER_PREFIX = re.compile(r"^\s*(?:chapter\s+|appendix\s+)?[\dA-Z]+(?:\.\d+)*\.?\s+", re.IGNORECASE)
 WORD = re.compile(r"\w+")
 

@@ -61,9 +61,16 @@ def expand(ranked: list[tuple[str, float]], graph: SectionGraph, kinds: Iterable
     away, scored as the module says; `allowed` says which sections the reader may see."""
     if not ranked:
         return []
-    top, bottom = ranked[0][1], min(score for _, score in ranked)
+    # The order is the ranking's: a reranked head and a first-stage tail carry scores on different
+    # scales, so each score is capped by the one above it before scaling.
+    capped, floor = [], float("inf")
+    for section, score in ranked:
+        floor = min(floor, score)
+        capped.append((section, floor))
+    top, bottom = capped[0][1], capped[-1][1]
     spread = top - bottom
-    scores = {section: (score - bottom) / spread if spread > 0 else 1.0 for section, score in ranked}
+    scores = {section: (score - bottom) / spread if spread > 0 else 1.0 for section, score in capped}
+    seed_scores = dict(scores)  # what a seed passes on: its own, not one an earlier seed raised
     via: dict[str, Via] = {}
     kinds = tuple(kinds)
     for seed, _ in ranked[:seeds]:
@@ -72,7 +79,7 @@ def expand(ranked: list[tuple[str, float]], graph: SectionGraph, kinds: Iterable
             reached = []
             for source in frontier:
                 for target, kind, text in graph.neighbours(source, kinds, max_degree):
-                    pulled = scores[seed] * damping ** hop
+                    pulled = seed_scores[seed] * damping ** hop
                     if pulled > scores.get(target, -1.0) and target != seed and allowed(target):
                         scores[target] = pulled
                         via[target] = Via(source, kind, text, hop)
