@@ -154,6 +154,11 @@ def context_figures(chain: RagChain, questions: dict) -> dict:
             "relevant_prompt_tokens": round(statistics.mean(tokens), 1)}
 
 
+def figure_line(figures: dict[str, dict]) -> str:
+    """{set: {metric: value}} as one printed line: "set metric value ...   set ..."."""
+    return "   ".join(f"{name} " + " ".join(f"{k} {v}" for k, v in values.items()) for name, values in figures.items())
+
+
 def latency(seed: Path, root: Path, size: int, queries: list[str], settings: Settings) -> dict:
     """p50 ms of hybrid + rerank, graph off and on, and of the graph step alone, at `size` rows."""
     folder, _ = grown_index(seed, root / "big" / "v0", size, settings)
@@ -211,8 +216,7 @@ def main() -> None:
                 figures = {"pairs": pair_figures(retriever, pairs), "faq": single_figures(retriever, faq),
                            "generated": single_figures(retriever, generated)}
                 results["configs"][name] = figures
-                print(f"{name:<42} " + "   ".join(f"{set_name} " + " ".join(f"{k} {v}" for k, v in values.items())
-                                                  for set_name, values in figures.items()), flush=True)
+                print(f"{name:<42} {figure_line(figures)}", flush=True)
             results["context"] = {}
             mlflow.tracing.disable()  # the chain's spans are not what is measured here
             llm = make_llm(settings.llm)  # its tokenizer fills the context budget, as in the chain
@@ -223,10 +227,7 @@ def main() -> None:
                     name = f"{graph_name}, chain.k {settings.chain.k} + follow_links {n}"
                     results["context"][name] = {set_name: context_figures(chain, questions) for set_name, questions
                                                 in (("pairs", pairs), ("faq", faq), ("generated", generated))}
-                    print(f"context, {name}: " + "   ".join(f"{set_name} " + " ".join(f"{k} {v}" for k, v in
-                                                                                  values.items())
-                                                             for set_name, values in results["context"][name].items()),
-                          flush=True)
+                    print(f"context, {name}: {figure_line(results['context'][name])}", flush=True)
             withhold_own_heading(spark, lakehouse)
             run_gold(spark, lakehouse, settings)
             withheld = build_index(spark, lakehouse, settings, Path(root) / "withheld").folder

@@ -11,6 +11,7 @@ than `damping` of the best; a neighbour of a weak seed moves little.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable, Iterable
 
 import pandas as pd
@@ -62,14 +63,12 @@ def expand(ranked: list[tuple[str, float]], graph: SectionGraph, kinds: Iterable
     if not ranked:
         return []
     # The order is the ranking's: a reranked head and a first-stage tail carry scores on different
-    # scales, so each score is capped by the one above it before scaling.
-    capped, floor = [], float("inf")
-    for section, score in ranked:
-        floor = min(floor, score)
-        capped.append((section, floor))
-    top, bottom = capped[0][1], capped[-1][1]
+    # scales, so each score is capped by the one above it (a running minimum) before scaling.
+    capped = list(accumulate((score for _, score in ranked), min))
+    top, bottom = capped[0], capped[-1]
     spread = top - bottom
-    scores = {section: (score - bottom) / spread if spread > 0 else 1.0 for section, score in capped}
+    scores = {section: (score - bottom) / spread if spread > 0 else 1.0
+              for (section, _), score in zip(ranked, capped)}
     seed_scores = dict(scores)  # what a seed passes on: its own, not one an earlier seed raised
     via: dict[str, Via] = {}
     kinds = tuple(kinds)

@@ -334,7 +334,7 @@ class Retriever:
         return next((int(r) for r in rows if mask is None or mask[r]), None)
 
     def graph_ranking(self, ranking: list[tuple[int, float]],
-                     mask: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[str, Via]]:
+                      mask: np.ndarray | None) -> tuple[list[tuple[int, float]], dict[str, Via]]:
         """The ranking with the sections its best hits link to scored in (retrieval.graph_*; one
         row a section, scores scaled to best = 1), and how each pulled-in section came in. Only
         sections with a row the mask passes are pulled in, so filters and permissions hold."""
