@@ -19,7 +19,8 @@ defaults) runs on the three manuals of data/corpus/manuals. Then:
              tokenizer), graph off and on: the share of questions with every relevant section
              retrieved and in the prompt, and the relevant sections' tokens in the prompt
   latency    at --size chunks (the index grown as in bench/retrieval.py, the real links kept):
-             p50 of hybrid + rerank with the graph off and on, and of the graph step alone
+             p50 of hybrid + rerank with the graph off and on (taking turns per query), the
+             median per-query difference, and the graph step alone
 Writes bench/results/graph.json.
 
     .venv/bin/python bench/graph.py [--size 100000] [--queries 100]
@@ -167,13 +168,18 @@ def latency(seed: Path, root: Path, size: int, queries: list[str], settings: Set
     for query in queries[:5]:  # load models, warm caches
         off.search(query), on.search(query)
     figures: dict = {"chunks": size, "queries": len(queries), "links": len(on.graph or [])}
-    for name, retriever in (("hybrid+rerank, graph off", off), ("hybrid+rerank, graph on", on)):
-        took = []
-        for query in queries:
+    # off and on take turns going first on each query, so drift in the machine's speed falls on
+    # both alike; the paired difference is the graph's cost as one search sees it
+    took: dict[str, list[float]] = {"off": [], "on": []}
+    for i, query in enumerate(queries):
+        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
             started = time.perf_counter()
-            retriever.search(query, k=5)
-            took.append((time.perf_counter() - started) * 1000)
-        figures[name] = round(statistics.median(took), 2)
+            (off if name == "off" else on).search(query, k=5)
+            took[name].append((time.perf_counter() - started) * 1000)
+    figures["hybrid+rerank, graph off"] = round(statistics.median(took["off"]), 2)
+    figures["hybrid+rerank, graph on"] = round(statistics.median(took["on"]), 2)
+    figures["paired difference (on - off)"] = round(statistics.median(
+        b - a for a, b in zip(took["off"], took["on"])), 2)
     # the graph step alone, on the rankings the search itself produces before it
     steps = []
     for query in queries:

@@ -148,7 +148,7 @@ class RetrievalSettings:
     # graph_damping**hop times their seed's score (scaled to best = 1), up to graph_hops away;
     # a section with more than graph_max_degree links (an index) is not followed. Local index
     # only. Defaults: bench/graph.py (docs/benchmarks.md "Graph retrieval").
-    graph_edges: tuple = ()  # off until re-measured after the ordering fix (docs/benchmarks.md "Graph retrieval")
+    graph_edges: tuple = ("link", "reference")
     graph_seeds: int = 3
     graph_damping: float = 0.8
     graph_hops: int = 1
