@@ -6,6 +6,7 @@ import pandas as pd
 import pyspark.sql.functions as F
 import pytest
 
+from lakerag.enrich.index_build import link_landings
 from lakerag.lakehouse.tables import SILVER_SECTION_LINKS, SILVER_SECTIONS
 from lakerag.retrieval.graph import SectionGraph, Via, expand
 from lakerag.retrieval.retriever import Filters, Retriever
@@ -18,6 +19,15 @@ from tests.test_ranking import MINILM, tiny_index
 
 def graph(*edges: tuple[str, str, str, str]) -> SectionGraph:
     return SectionGraph(pd.DataFrame(edges, columns=["from_section_id", "to_section_id", "kind", "text"]))
+
+
+def test_a_link_to_a_heading_only_section_lands_on_the_first_section_inside_it_with_text():
+    sections = pd.DataFrame(
+        [("d", 0, "ch7", ["7 Data"]), ("d", 1, "s71", ["7 Data", "7.1 Import"]), ("d", 2, "ch8", ["8 Empty"]),
+         ("d", 3, "ch9", ["9 Export"]), ("e", 0, "x", ["A"])],
+        columns=["doc_id", "ordinal", "section_id", "heading_path"])
+    # ch7 holds no text but 7.1 does; ch8 holds none and nothing inside it does
+    assert link_landings(sections, indexed={"s71", "ch9"}) == {"ch7": "s71"}
 
 
 RANKED = [("a", 3.0), ("b", 2.0), ("c", 1.5), ("d", 1.0)]  # scaled: a 1.0, b 0.5, c 0.25, d 0.0

@@ -83,6 +83,9 @@ def test_section_numbers_come_from_headings_or_are_counted_where_headings_carry_
     counted = [section("Definitions", 1), section("What is this FAQ?", 2), section("Installing", 1),
                section("Latest version", 2), section("Images", 2)]
     assert section_numbers(counted) == ["1", "1.1", "2", "2.1", "2.2"]
+    # an article is not an appendix letter where no sibling carries a number
+    article = [section("Introduction", 1), section("A Brief History", 1), section("Origins", 2)]
+    assert section_numbers(article) == ["1", "2", "2.1"]
 
 
 def test_every_debian_faq_link_lands_on_the_section_its_hyperref_destination_names():

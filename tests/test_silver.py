@@ -21,6 +21,7 @@ from lakerag.lakehouse.tables import (
     ensure_tables,
 )
 from tests.conftest import assert_same_rows, put
+from tests.test_section_links import linked_guide
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 SILVER = (SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_PARSE_FAILURES)
@@ -166,3 +167,12 @@ def test_configured_password_opens_the_encrypted_pdf(spark, lakehouse, landing, 
     monkeypatch.setenv(PASSWORDS_ENV, "not-this-one\nopenpassword")
     report = build(spark, lakehouse, landing)
     assert (report.parsed, report.failed) == (1, {})
+
+
+def test_the_report_counts_links_and_the_references_that_name_no_section(spark, lakehouse, landing):
+    put(landing, "guide.pdf", linked_guide())
+
+    report = build(spark, lakehouse, landing)
+
+    assert (report.links_added["link"], report.links_added["reference"]) == (1, 1)
+    assert report.unresolved == {"reference": 1}  # "Section 9.9 of the old guide"

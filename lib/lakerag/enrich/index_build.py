@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
@@ -63,6 +64,24 @@ class IndexReport:
     vectors: int
 
 
+def link_landings(sections: pd.DataFrame, indexed: set[str]) -> dict[str, str]:
+    """Heading-only sections (no chunk: "Chapter 7" right before "7.1") -> the first indexed
+    section inside them, where a link to them lands; a reader following the link reads on there."""
+    landings: dict[str, str] = {}
+    for _, doc in sections.sort_values(["doc_id", "ordinal"]).groupby("doc_id"):
+        rows = [(section_id, list(path)) for section_id, path in zip(doc["section_id"], doc["heading_path"])]
+        for position, (section_id, path) in enumerate(rows):
+            if section_id in indexed or not path:
+                continue
+            for later, later_path in rows[position + 1:]:
+                if later_path[:len(path)] != path:  # left the section: it holds no indexed text
+                    break
+                if later in indexed:
+                    landings[section_id] = later
+                    break
+    return landings
+
+
 def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, root: Path) -> IndexReport:
     """Build the index of the configured strategy's chunks from gold, once per gold version."""
     model, strategy = settings.models.embedding, settings.retrieval.strategy
@@ -101,14 +120,18 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     sections = (spark.table(lakehouse.table(SILVER_SECTIONS.name))
                 .filter(F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
                 .select("section_id", "doc_id", "heading_path", "title", "page_start", "page_end", "text",
-                        "paragraph_pages")
+                        "paragraph_pages", "ordinal")
                 .toPandas())
     indexed = set(chunks["section_id"])
     links = (spark.table(lakehouse.table(SILVER_SECTION_LINKS.name))
              .filter(F.col("to_section_id").isNotNull() & F.col("doc_id").isin(*chunks["doc_id"].unique().tolist()))
              .select("from_section_id", "to_section_id", "kind", "text", "page")
              .orderBy("from_section_id", "page", "kind", "text", "to_section_id").toPandas())
-    links = links[links["from_section_id"].isin(indexed) & links["to_section_id"].isin(indexed)]
+    links["to_section_id"] = links["to_section_id"].replace(link_landings(sections, indexed))
+    links = links[links["from_section_id"].isin(indexed) & links["to_section_id"].isin(indexed)
+                  & (links["from_section_id"] != links["to_section_id"])].drop_duplicates(
+        ["from_section_id", "to_section_id", "kind", "text"])
+    sections = sections.drop(columns="ordinal")
     chunks["tags"] = chunks["tags"].map(lambda tags: json.dumps(dict(tags or {}), sort_keys=True))
     # An unlabelled vector (its document not yet labelled) is readable by no one.
     chunks["groups"] = chunks["groups"].map(lambda groups: [] if groups is None else [str(g) for g in groups])

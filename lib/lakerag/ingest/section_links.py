@@ -71,6 +71,12 @@ def section_numbers(sections: list[Section]) -> list[str | None]:
 
     def number(parent: int | None, prefix: str | None) -> None:
         group = children.get(parent, [])
+        for index in group:
+            # "A Brief History" among unnumbered siblings is an article, not appendix A: a bare
+            # letter is a number only beside siblings that carry numbers ("1 ...", "B ...").
+            if _bare_letter(sections[index].title, explicit[index]) and not any(
+                    explicit[i] for i in group if i != index):
+                explicit[index] = None
         counted = not any(explicit[i] for i in group)
         for position, index in enumerate(group, start=1):
             if explicit[index]:
@@ -81,6 +87,11 @@ def section_numbers(sections: list[Section]) -> list[str | None]:
 
     number(None, None)
     return numbers
+
+
+def _bare_letter(title: str, number: str | None) -> bool:
+    """Whether a heading's number is a letter alone, with no "Appendix" before it ("A Foo")."""
+    return number is not None and number.isalpha() and not title.lstrip().lower().startswith("appendix")
 
 
 def _section_at(starts: list[int], paragraph: int) -> int:
@@ -143,8 +154,10 @@ def text_references(sections: list[Section]) -> list[SectionLink]:
     by_title: dict[str, int] = {}
     for index, section in enumerate(sections):
         if section.level > 0:
-            bare = NUMBER_PREFIX.sub("", section.title) if heading_number(section.title) else section.title
-            by_title.setdefault(_norm(bare), index)
+            # both the title and the title less its number: "A Brief History" may be either
+            numbered = heading_number(section.title)
+            for title in (NUMBER_PREFIX.sub("", section.title) if numbered else section.title, section.title):
+                by_title.setdefault(_norm(title), index)
     edges: list[SectionLink] = []
     for source, section in enumerate(sections):
         for paragraph in section.paragraphs:

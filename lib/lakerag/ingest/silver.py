@@ -118,7 +118,7 @@ class SilverReport:
     chunks_added: dict[str, int] = field(default_factory=dict)
     chunks_removed: int = 0
     links_added: dict[str, int] = field(default_factory=dict)  # resolved edges by kind
-    unresolved_references: int = 0  # references that name no section of their document
+    unresolved: dict[str, int] = field(default_factory=dict)  # by kind: edges that reach no section
     relabelled: int = 0  # documents whose groups changed without a parse
 
     @property
@@ -193,9 +193,10 @@ def run_silver(
         report.parsed, report.sections_added = counts.parsed, counts.sections or 0
         report.failed = {r.reason: r.n for r in failures.groupBy("reason").agg(F.count("*").alias("n")).collect()}
         report.chunks_added = _strategy_counts(chunks)
-        report.links_added = {r.kind: r.n for r in links.filter(F.col("to_section_id").isNotNull())
-                              .groupBy("kind").agg(F.count("*").alias("n")).collect()}
-        report.unresolved_references = links.filter(F.col("to_section_id").isNull()).count()
+        counted = links.groupBy("kind", F.col("to_section_id").isNull().alias("unresolved")).agg(
+            F.count("*").alias("n")).collect()
+        report.links_added = {r.kind: r.n for r in counted if not r.unresolved}
+        report.unresolved = {r.kind: r.n for r in counted if r.unresolved}
         # Scratch no more: emptied, so a deleted document's text does not linger here.
         spark.createDataFrame([], SILVER_PARSE_STAGING.schema).write.insertInto(table["silver_parse_staging"],
                                                                                 overwrite=True)

@@ -52,9 +52,9 @@ def print_silver_summary(spark: SparkSession, lakehouse: Lakehouse, report: Silv
     print(f"\nparsed: {report.parsed}  failed: {sum(report.failed.values())} {report.failed or ''}  "
           f"removed documents: {report.removed_documents}  sections added: {report.sections_added}")
     print(f"chunks added: {report.chunks_added or 0}  chunks removed: {report.chunks_removed}")
-    if report.links_added or report.unresolved_references:
-        print(f"section links added: {report.links_added}  references naming no section (not linked): "
-              f"{report.unresolved_references}")
+    if report.links_added or report.unresolved:
+        print(f"section links added: {report.links_added}  reaching no section of their document (not linked): "
+              f"{report.unresolved or 0}")
     if report.relabelled:
         print(f"documents re-labelled (access.rules or a moved file; not parsed again): {report.relabelled}")
     if not report.changed:
@@ -65,11 +65,13 @@ def print_silver_summary(spark: SparkSession, lakehouse: Lakehouse, report: Silv
     links = spark.table(lakehouse.table(SILVER_SECTION_LINKS.name)).groupBy("doc_id").agg(
         F.count_if(resolved & (F.col("kind") == "link")).alias("links"),
         F.count_if(resolved & (F.col("kind") == "reference")).alias("references"),
-        F.count_if(F.col("to_section_id").isNull()).alias("unresolved"))
+        F.count_if(~resolved & (F.col("kind") == "link")).alias("unresolved_links"),
+        F.count_if(~resolved & (F.col("kind") == "reference")).alias("unresolved_references"))
     print(f"\n{lakehouse.table(SILVER_DOCUMENTS.name)} (links and references: resolved to a section of the document):")
     (spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).join(sections, "doc_id", "left").join(links, "doc_id", "left")
      .select("file_name", "title", "language", "page_count", "outline_entries", "sections",
-             *[F.coalesce(name, F.lit(0)).alias(name) for name in ("links", "references", "unresolved")])
+             *[F.coalesce(name, F.lit(0)).alias(name) for name in ("links", "references", "unresolved_links",
+                                                           "unresolved_references")])
      .orderBy("file_name").show(200, truncate=40))
     print(f"{lakehouse.table(SILVER_CHUNKS.name)} by strategy:")
     (spark.table(lakehouse.table(SILVER_CHUNKS.name)).groupBy("strategy")
