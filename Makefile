@@ -61,7 +61,7 @@ browser:
 
 test: install browser
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 test-unit: install
 	$(PY) -m pytest -m "not slow"
