@@ -364,7 +364,8 @@ def test_promote_moves_the_alias_only_when_the_paired_gate_passes(mlflow_store):
         False, "chain has no @challenger: run `lakerag register-chain` first")
     for _ in range(4):
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="m", python_model=_Constant())
+            # requirements given: inferring them runs the model in a subprocess, ~8 s a version
+            info = mlflow.pyfunc.log_model(name="m", python_model=_Constant(), pip_requirements=["mlflow"])
         mlflow.register_model(info.model_uri, "chain")
     client.set_registered_model_alias("chain", "challenger", "1")
     assert promote("chain", experiment, "generated", config, "judge")[0] is False  # not evaluated yet
