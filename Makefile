@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LAKE   ?= lakehouse/demo
 
-.PHONY: install browser demo test test-unit bench loadtest clean
+.PHONY: install browser ocr demo test test-unit bench loadtest clean
 
 $(STAMP): setup.py
 	@echo "==> creating $(VENV) and installing lakerag (first time takes a few minutes)"
@@ -23,7 +23,7 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-demo: install
+demo: install ocr
 	@echo "==> 1/12 ingesting the bundled corpus (data/corpus) into bronze on the embedded Sail engine"
 	$(VENV)/bin/lakerag ingest-bronze --landing data/corpus --lake-root $(LAKE)
 	@echo "==> 2/12 parsing bronze PDFs into silver sections and chunks"
@@ -59,11 +59,18 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "WARNING: no chromium and no apt-get: the chat page test will be skipped"
 
-test: install browser
+# Debian's tesseract-ocr (English data included) reads pages without a text layer (silver.ocr).
+ocr:
+	@command -v tesseract >/dev/null || { command -v apt-get >/dev/null && \
+		echo "==> installing Debian's tesseract-ocr for pages without a text layer (apt)" && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; } || \
+		echo "WARNING: no tesseract and no apt-get: scanned pages stay unread (silver.ocr), OCR tests are skipped"
+
+test: install browser ocr
 	@echo "==> running the whole suite (unit + slow end-to-end tests)"
 	$(PY) -m pytest --durations=20
 
-test-unit: install
+test-unit: install ocr
 	$(PY) -m pytest -m "not slow"
 
 bench: install

@@ -33,6 +33,9 @@ setup(
         "pyyaml>=6", "tqdm>=4.66",
         # parsing: pypdf's output is pinned by our layout code and tests
         "pypdf[full]==7.1.1", "fonttools>=4.50",
+        # OCR of pages without a text layer: PDFium renders them, Tesseract (Debian's tesseract-ocr,
+        # installed by make like chromium) reads them
+        "pypdfium2==5.15.2", "pytesseract==0.3.13",
         # chunking: the embedding model's fast tokenizer, a token-aware splitter, language id
         "tokenizers>=0.22", "semantic-text-splitter==0.33.1", "py3langid==0.4.0",
     ],
@@ -43,7 +46,7 @@ setup(
         "spark": ["pyspark==4.0.5", "delta-spark==4.0.*"],
         # playwright drives Debian's chromium (apt package, not playwright's own download)
         "test": LOCAL_ENGINE + ["pytest>=8", "chispa==0.12.0", "databricks-bundles==1.22.1", "playwright==1.65.2"],
-        "bench": ["psutil>=5.9"],
+        "bench": ["psutil>=5.9", "rapidfuzz==3.14.6"],
     },
     entry_points={"console_scripts": ["lakerag=lakerag.cli:main"]},
 )

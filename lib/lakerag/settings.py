@@ -64,6 +64,13 @@ class SilverSettings:
     max_pages: int = 5000
     max_parse_seconds: float = 300.0
     max_parse_memory_mb: int = 2048
+    # OCR (Tesseract) of pages whose text layer is empty or unreadable and that draw an image:
+    # scans keep their content instead of ending as no_text. 200 dpi: on rendered manual pages,
+    # character error 0.1-1.2% at 2.4-2.8 s a page, against 1.6-2.4% at 150 dpi.
+    ocr: bool = True
+    ocr_dpi: int = 200
+    ocr_languages: str = "eng"  # Tesseract language packs, joined by + (e.g. eng+deu)
+    ocr_page_seconds: float = 60.0  # a page over this is left unread (a warning), not the document
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))
@@ -75,6 +82,8 @@ class SilverSettings:
             raise SettingsError("silver.fixed_overlap must be at least 0 and less than silver.fixed_tokens")
         if min(self.max_pages, self.max_parse_seconds, self.max_parse_memory_mb) < 0:
             raise SettingsError("silver.max_pages, max_parse_seconds and max_parse_memory_mb must be >= 0 (0 = no limit)")
+        if not 72 <= self.ocr_dpi <= 600 or self.ocr_page_seconds <= 0:
+            raise SettingsError("silver.ocr_dpi must be 72-600 and silver.ocr_page_seconds above 0")
 
 
 @dataclass(frozen=True)

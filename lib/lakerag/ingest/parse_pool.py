@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lakerag.ingest.chunking import Chunker, ChunkSpec
 from lakerag.weights import load_tokenizer
+from lakerag.ingest.ocr import OcrOptions
 from lakerag.ingest.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf, valid_unicode
 from lakerag.ingest.section_links import NEXT, PARENT
 
@@ -207,13 +208,13 @@ def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime
         "doc_id": doc_id, "parser_version": PARSER_VERSION, "source_path": source_path,
         "file_name": file_name, "title": None, "language": None, "page_count": None,
         "pages_with_text": None, "outline_entries": None, "warnings": [], "parsed_at": run_time,
-        "reason": None, "message": None, "sections": [], "chunks": [], "links": [],
+        "reason": None, "message": None, "sections": [], "chunks": [], "links": [], "ocr_pages": None,
     }
 
 
 def parse_document(
     doc_id: str, content: bytes, source_path: str, file_name: str, passwords: tuple[str, ...],
-    specs: list[ChunkSpec], run_time: datetime, limits: ParseLimits = ParseLimits(),
+    specs: list[ChunkSpec], run_time: datetime, limits: ParseLimits = ParseLimits(), ocr: OcrOptions | None = None,
 ) -> dict[str, Any]:
     """One bronze document -> a staging row: sections and their chunks, or a failure reason.
 
@@ -223,7 +224,7 @@ def parse_document(
     row = _empty_row(doc_id, source_path, file_name, run_time)
     try:
         with bounded(limits):
-            parsed = parse_pdf(content, file_name, passwords, limits.max_pages)
+            parsed = parse_pdf(content, file_name, passwords, limits.max_pages, ocr)
     except ParseFailure as failure:
         return row | {"reason": failure.reason, "message": valid_unicode(failure.message)}
     except ParseOverLimit as over:
@@ -240,7 +241,7 @@ def parse_document(
     return row | {
         "title": parsed.title, "language": language, "page_count": parsed.page_count,
         "pages_with_text": parsed.pages_with_text, "outline_entries": parsed.outline_entries,
-        "warnings": [valid_unicode(w) for w in parsed.warnings], "sections": sections,
+        "warnings": [valid_unicode(w) for w in parsed.warnings], "ocr_pages": parsed.ocr_pages, "sections": sections,
         "chunks": [chunk for section in sections if section["text"].strip()
                    for chunk in chunk_rows(section, specs, tags)],
         "links": link_rows(doc_id, parsed, sections),
@@ -249,7 +250,7 @@ def parse_document(
 
 def crashed_parse(args: tuple, message: str) -> dict[str, Any]:
     """The failure row of a document whose parsing process died (what parallel_map's on_crash gets)."""
-    doc_id, _content, source_path, file_name, *_rest, run_time, _limits = args
+    doc_id, _content, source_path, file_name, *_rest, run_time, _limits, _ocr = args
     return _empty_row(doc_id, source_path, file_name, run_time) | {"reason": "worker_crashed", "message": message}
 
 

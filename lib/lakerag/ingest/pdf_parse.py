@@ -25,7 +25,7 @@ from pypdf.generic import ArrayObject, FloatObject
 from lakerag.ingest.section_links import section_links
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-5"  # 4: NFKC text, running header bands; 5: section links
+PARSER_VERSION = "pypdf-layout-6"  # 4: NFKC text, running header bands; 5: section links; 6: OCR
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
@@ -153,6 +153,7 @@ class ParsedDocument:
     # What pypdf repaired or we skipped to read the document (broken xref, unreadable outline...).
     warnings: list[str] = field(default_factory=list)
     links: list = field(default_factory=list)  # section_links.SectionLink between the sections
+    ocr_pages: list[int] = field(default_factory=list)  # pages read by OCR, 1-based
 
 
 def valid_unicode(text: str) -> str:
@@ -571,13 +572,14 @@ def page_links(page, number: int, runs: list[Run], destinations: _Destinations) 
 
 
 def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
-                       links: list[PageLink] | None = None) -> tuple[list[Paragraph], int]:
+                       links: list[PageLink] | None = None, ocr=None) -> tuple[list[Paragraph], int]:
     """All paragraphs of a document in reading order, and the number of pages with text;
     pages that cannot be read are skipped and named in `warnings`; `links` receives the pages'
-    internal link annotations."""
+    internal link annotations; pages without a usable text layer are read by `ocr` (an
+    ocr.PageOcr, which records the pages it read and why others failed) when given."""
     pages: list[list[Line]] = []
     widths: list[float] = []
-    errors: list[str] = []
+    errors: dict[int, str] = {}  # page number -> why pypdf could not read it
     link_errors: list[str] = []
     destinations = _Destinations(reader) if links is not None else None
     for number, page in enumerate(reader.pages, start=1):
@@ -587,7 +589,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
         except LimitReachedError as err:  # a decompression bomb or similar: reject the file
             raise ParseFailure("resource_limit", f"page {number} exceeds a pypdf safety limit: {err}") from err
         except Exception as err:  # noqa: BLE001 - one bad page must not lose the others
-            errors.append(f"page {number}: {err}")
+            errors[number] = str(err)
             pages.append([])
             runs = []
         if destinations is not None:
@@ -596,10 +598,17 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
             except Exception as err:  # noqa: BLE001 - broken annotations lose the links, not the page
                 link_errors.append(f"page {number}: {err}")
         widths.append(float(page.mediabox.width))
+    if ocr is not None:
+        failed = ocr.fill(pages)
+        errors = {number: why for number, why in errors.items() if number not in ocr.pages}
+        if failed and warnings is not None:
+            warnings.append(f"OCR did not read {len(failed)} page(s): "
+                            + "; ".join(f"page {n}: {why}" for n, why in list(failed.items())[:5]))
     if errors and len(errors) == len(pages):
-        raise ParseFailure("malformed", f"no page could be read ({errors[0]})")
+        raise ParseFailure("malformed", f"no page could be read (page 1: {errors[1]})")
     if errors and warnings is not None:
-        warnings.append(f"skipped {len(errors)} unreadable page(s): " + "; ".join(errors[:5]))
+        warnings.append(f"skipped {len(errors)} unreadable page(s): "
+                        + "; ".join(f"page {n}: {why}" for n, why in list(errors.items())[:5]))
     if link_errors and warnings is not None:
         warnings.append(f"skipped the links of {len(link_errors)} page(s): " + "; ".join(link_errors[:5]))
     pages = drop_running_lines(pages)
@@ -768,13 +777,15 @@ def declared_page_count(reader: PdfReader) -> int | None:
         return None
 
 
-def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0) -> ParsedDocument:
+def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0,
+              ocr=None) -> ParsedDocument:
     """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason.
 
-    max_pages > 0 rejects longer documents before their pages are read.
+    max_pages > 0 rejects longer documents before their pages are read; `ocr` (ocr.OcrOptions)
+    reads the pages without a usable text layer, None leaves them empty.
     """
     with pypdf_warnings() as warnings:
-        document = _parse(content, file_name, passwords, max_pages, warnings)
+        document = _parse(content, file_name, passwords, max_pages, warnings, ocr)
     document.warnings = warnings
     return document
 
@@ -785,7 +796,7 @@ def _too_many_pages(count: int, max_pages: int) -> ParseFailure:
 
 
 def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages: int,
-           warnings: list[str]) -> ParsedDocument:
+           warnings: list[str], ocr_options=None) -> ParsedDocument:
     reader = open_pdf(content, passwords)
     declared = declared_page_count(reader)
     if max_pages and declared is not None and declared > max_pages:
@@ -801,12 +812,20 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
     if page_count == 0:
         raise ParseFailure("no_pages", "the document has no pages")
     page_links: list[PageLink] = []
-    paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links)
+    ocr = None
+    if ocr_options is not None:
+        from lakerag.ingest.ocr import PageOcr  # it builds this module's Lines
+
+        ocr = PageOcr(content, passwords, ocr_options)
+    paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links, ocr)
     if not paragraphs:
-        raise ParseFailure(
-            "no_text",
-            f"no extractable text on any of {page_count} page(s) (scanned images?): OCR is not supported",
-        )
+        if ocr is None:
+            why = "scanned images? silver.ocr is off"
+        elif ocr.failed:
+            why = "OCR read none either: " + "; ".join(f"page {n}: {w}" for n, w in list(ocr.failed.items())[:3])
+        else:
+            why = "and no page draws an image to OCR"
+        raise ParseFailure("no_text", f"no extractable text on any of {page_count} page(s) ({why})")
     title = document_title(reader) or file_name
     entries = outline_entries(reader, warnings)
     if entries:
@@ -814,4 +833,5 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
     else:
         sections = sections_from_headings(paragraphs, title)
     links = section_links(sections, paragraphs, page_links)
-    return ParsedDocument(title, page_count, pages_with_text, len(entries), sections, links=links)
+    return ParsedDocument(title, page_count, pages_with_text, len(entries), sections, links=links,
+                          ocr_pages=ocr.pages if ocr is not None else [])

@@ -18,6 +18,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
 from lakerag.ingest.chunking import ChunkSpec
+from lakerag.ingest.ocr import OcrOptions
 from lakerag.ingest.parse_pool import (
     ParseLimits,
     chunk_task,
@@ -50,16 +51,17 @@ PASSWORDS_ENV = "LAKERAG_PDF_PASSWORDS"
 
 def parse_documents(
     documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime,
-    limits: ParseLimits,
+    limits: ParseLimits, ocr: OcrOptions | None = None,
 ) -> DataFrame:
     """Bronze documents (doc_id, source_path, file_name, content) -> staging rows, parsed and
-    chunked in `workers` processes, each document within `limits`."""
+    chunked in `workers` processes, each document within `limits`, pages without a text layer
+    read by `ocr` (None: left empty)."""
 
     def parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             # Largest first, so the longest documents do not start last and leave a core idle.
             batch = batch.assign(size=batch["content"].map(len)).sort_values("size", ascending=False)
-            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits)
+            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits, ocr)
                     for d, c, p, f in zip(batch["doc_id"], batch["content"], batch["source_path"], batch["file_name"])]
             rows = parallel_map(parse_task, args, workers, "parse PDFs", on_crash=crashed_parse)
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_PARSE_STAGING.schema.fields])
@@ -169,7 +171,9 @@ def run_silver(
         log.info("parsing and chunking %d documents with %d process(es)", to_parse.count(), workers)
         limits = ParseLimits(settings.silver.max_pages, settings.silver.max_parse_seconds,
                              settings.silver.max_parse_memory_mb)
-        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits)
+        ocr = (OcrOptions(settings.silver.ocr_dpi, settings.silver.ocr_languages, settings.silver.ocr_page_seconds)
+               if settings.silver.ocr else None)
+        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits, ocr)
         parsed.write.insertInto(table["silver_parse_staging"], overwrite=True)
         staged = spark.table(table["silver_parse_staging"])
         ok = staged.filter(F.col("reason").isNull())

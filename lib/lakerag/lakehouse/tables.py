@@ -133,13 +133,15 @@ SILVER_DOCUMENTS = TableSpec(
             _field("title", StringType(), False, "document title: PDF metadata, else the file name"),
             _field("language", StringType(), True, "ISO 639-1 code detected from the text (py3langid)"),
             _field("page_count", IntegerType(), False, "pages in the PDF"),
-            _field("pages_with_text", IntegerType(), False, "pages with extractable text"),
+            _field("pages_with_text", IntegerType(), False, "pages with text: a text layer, or OCR"),
             _field("outline_entries", IntegerType(), False, "bookmarks used for sections (0: headings from fonts)"),
             _field("warnings", ArrayType(StringType(), False), False,
                    "what was repaired or skipped to read it (broken xref, unreadable outline or pages)"),
             _field("parsed_at", TimestampType(), False, "run time of the parse (UTC)"),
             _field("groups", ArrayType(StringType(), False), True,
                    "groups allowed to read it: those of its active bronze paths together"),
+            _field("ocr_pages", ArrayType(IntegerType(), False), True,
+                   "pages read by OCR (no usable text layer), 1-based; null: parsed before OCR existed"),
         ]
     ),
     key=("doc_id", "parser_version"),
@@ -229,12 +231,14 @@ SILVER_PARSE_STAGING = TableSpec(
     name="silver_parse_staging",
     schema=StructType(
         [StructField(f.name, f.dataType, True, f.metadata) for f in SILVER_DOCUMENTS.schema.fields
-         if f.name != "groups"] + [
+         if f.name not in ("groups", "ocr_pages")] + [
             _field("reason", StringType(), True, "failure reason, null when parsed"),
             _field("message", StringType(), True, "failure message"),
             _field("sections", ArrayType(StructType(SECTION_FIELDS), False), False, "the document's sections"),
             _field("chunks", ArrayType(StructType(CHUNK_FIELDS), False), False, "their chunks, every strategy"),
             _field("links", ArrayType(StructType(LINK_FIELDS), False), False, "the edges between its sections"),
+            # last, like in silver_documents: a staging table made by an older lakerag widens
+            SILVER_DOCUMENTS.schema["ocr_pages"],
         ]
     ),
     key=("doc_id", "parser_version"),
