@@ -9,7 +9,7 @@ from lakerag.chain.requirements import LIB, module_imports, query_side_files
 
 BUILD_SIDE = ("lakerag.lakehouse", "lakerag.ingest", "lakerag.enrich", "lakerag.evaluation", "lakerag.finetune",
               "lakerag.cli")
-BLOCKED = ("pyspark", "pypdf", "semantic_text_splitter")
+BLOCKED = ("pyspark", "pypdf", "pypdfium2", "pytesseract", "semantic_text_splitter")
 
 
 def test_no_query_side_module_imports_a_build_side_module_or_spark_or_the_pdf_parser():

@@ -137,7 +137,6 @@ class PageOcr:
     def _open(self):
         import pypdfium2 as pdfium
 
-        check_tesseract(self.options.languages)
         error = None
         for password in (None, *self.passwords):
             try:
@@ -158,6 +157,7 @@ class PageOcr:
                 page = self._document[number - 1]
                 if not draws_an_image(page):
                     continue  # a blank page, or vector drawing only
+                check_tesseract(self.options.languages)  # only now: a blank page needs no Tesseract
                 read = ocr_page(page, number, self.options)
             except OcrUnavailable as err:
                 self.failed[number] = str(err)

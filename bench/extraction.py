@@ -1,0 +1,120 @@
+"""Benchmark: OCR accuracy and speed on scans of the corpus's manuals (issue 20).
+
+For each manual, takes --pages pages with text, evenly spread, renders them as a scanner would
+(--scan-dpi, grayscale, JPEG inside an image-only PDF), reads it with the parser's OCR step
+(`ocr.PageOcr`, what `parse_pdf(..., ocr=...)` runs: PDFium render + Tesseract -> lines, with the
+silver.ocr_* defaults) and compares each page's OCR'd lines with the original page's text layer
+as the parser reads it (pypdf runs -> lines):
+
+- CER: Levenshtein distance over the whitespace-normalised text, divided by the original's length
+  (reading order counts: a line read out of order costs its characters);
+- order-free word error rate: word edits between the sorted words / the original's words, which
+  reading order does not affect;
+- pages/s of that step, one process.
+
+The baseline is the parser without OCR, which reads nothing from such a PDF (`no_text`).
+
+    .venv/bin/python bench/extraction.py [--pages 10] [--scan-dpi 300]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pypdfium2 as pdfium
+from rapidfuzz.distance import Levenshtein
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CORPUS, write_result  # noqa: E402
+
+from lakerag.ingest.ocr import OcrOptions, PageOcr  # noqa: E402
+from lakerag.ingest.pdf_parse import ParseFailure, group_lines, open_pdf, page_runs, parse_pdf  # noqa: E402
+from lakerag.settings import Settings  # noqa: E402
+
+MANUALS = ("R-data.pdf", "R-intro.pdf", "debian-faq.pdf")
+GOAL_CER = 0.03
+
+
+def layer_text(reader, number: int) -> str:
+    """A page's text layer as the parser reads it, whitespace-normalised."""
+    return " ".join(line.text for line in group_lines(page_runs(reader.pages[number - 1]), number))
+
+
+def scan(content: bytes, numbers: list[int], dpi: int) -> bytes:
+    """An image-only PDF of the given pages (1-based) rendered at `dpi`."""
+    source = pdfium.PdfDocument(content)
+    images = [source[n - 1].render(scale=dpi / 72, grayscale=True).to_pil() for n in numbers]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", resolution=dpi, save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=10, help="pages per manual")
+    parser.add_argument("--scan-dpi", type=int, default=300, help="resolution of the simulated scan")
+    parser.add_argument("--ocr-dpi", type=int, default=0, help="OCR resolution (0: silver.ocr_dpi); results "
+                        "of another value go to extraction-ocr<dpi>.json")
+    args = parser.parse_args()
+    silver = Settings().silver
+    options = OcrOptions(args.ocr_dpi or silver.ocr_dpi, silver.ocr_languages, silver.ocr_page_seconds)
+    rows, seconds, pages = [], 0.0, 0
+    for name in MANUALS:
+        content = (CORPUS / "manuals" / name).read_bytes()
+        reader = open_pdf(content)
+        texts = {n: layer_text(reader, n) for n in range(1, len(reader.pages) + 1)}
+        candidates = [n for n, text in texts.items() if len(text) >= 500]
+        step = len(candidates) / args.pages
+        chosen = [candidates[int(i * step)] for i in range(args.pages)]
+        scanned = scan(content, chosen, args.scan_dpi)
+        try:
+            parse_pdf(scanned, name)
+            baseline = "read text (unexpected)"
+        except ParseFailure as failure:
+            baseline = failure.reason
+        # The OCR step of the parse (render + Tesseract -> lines), on every page, before the
+        # parser's furniture removal (the text layer compared with still has its running headers).
+        ocr = PageOcr(scanned, (), options)
+        lines: list[list] = [[] for _ in chosen]
+        started = time.perf_counter()
+        ocr.fill(lines)
+        took = time.perf_counter() - started
+        seconds, pages = seconds + took, pages + len(chosen)
+        for number, page_lines in zip(chosen, lines):
+            truth, read = texts[number], " ".join(line.text for line in page_lines)
+            rows.append({"file": name, "page": number, "chars": len(truth),
+                         "cer": Levenshtein.distance(read, truth) / len(truth),
+                         "word_error_order_free": Levenshtein.distance(sorted(read.split()), sorted(truth.split()))
+                         / len(truth.split())})
+            print(f"{name} p{number}: {len(truth)} chars, CER {rows[-1]['cer']:.4f}, "
+                  f"order-free word error {rows[-1]['word_error_order_free']:.4f}", flush=True)
+        print(f"{name}: {len(chosen)} scanned pages; without OCR: {baseline}; OCR read {len(ocr.pages)} "
+              f"in {took:.1f} s, failed on {len(ocr.failed)}", flush=True)
+    cers = [r["cer"] for r in rows]
+    total_cer = sum(r["cer"] * r["chars"] for r in rows) / sum(r["chars"] for r in rows)
+    result = {
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "scan_dpi": args.scan_dpi, "ocr_dpi": options.dpi, "pages": pages,
+        "baseline_without_ocr": "no_text: nothing read",
+        "cer_overall": total_cer, "cer_median": statistics.median(cers), "cer_max": max(cers),
+        "word_error_order_free_mean": statistics.fmean(r["word_error_order_free"] for r in rows),
+        "pages_per_second": pages / seconds, "seconds_per_page": seconds / pages,
+        "goal_cer": GOAL_CER, "goal_met": total_cer <= GOAL_CER, "per_page": rows,
+    }
+    print(f"\nOCR on {pages} scanned manual pages ({args.scan_dpi} dpi scan, OCR at {options.dpi} dpi):")
+    print(f"  CER overall {total_cer:.4f} (median {result['cer_median']:.4f}, worst {result['cer_max']:.4f}); "
+          f"goal <= {GOAL_CER}: {'met' if result['goal_met'] else 'NOT met'}")
+    print(f"  order-free word error rate {result['word_error_order_free_mean']:.4f}")
+    print(f"  {result['pages_per_second']:.2f} pages/s ({result['seconds_per_page']:.2f} s a page, one process)")
+    print("  baseline: the parser without OCR reads nothing from these PDFs (no_text)")
+    write_result("extraction" if options.dpi == silver.ocr_dpi else f"extraction-ocr{options.dpi}", result)
+
+
+if __name__ == "__main__":
+    main()
