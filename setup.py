@@ -36,6 +36,8 @@ setup(
         # OCR of pages without a text layer: PDFium renders them, Tesseract (Debian's tesseract-ocr,
         # installed by make like chromium) reads them
         "pypdfium2==5.15.2", "pytesseract==0.3.13",
+        # ruled tables -> Markdown (silver.tables): pdfplumber's table finder
+        "pdfplumber==0.11.10",
         # chunking: the embedding model's fast tokenizer, a token-aware splitter, language id
         "tokenizers>=0.22", "semantic-text-splitter==0.33.1", "py3langid==0.4.0",
     ],

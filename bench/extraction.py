@@ -1,7 +1,8 @@
 """Benchmark: OCR accuracy and speed on scans of the corpus's manuals (issue 20).
 
-For each manual, takes --pages pages with text, evenly spread, renders them as a scanner would
-(--scan-dpi, grayscale, JPEG inside an image-only PDF), reads it with the parser's OCR step
+For each manual, takes --pages pages with text, evenly spread, renders them as a scan
+(--scan-dpi, grayscale, JPEG inside an image-only PDF; clean renders, with none of a real scan's
+skew, noise or blur: a best case), reads it with the parser's OCR step
 (`ocr.PageOcr`, what `parse_pdf(..., ocr=...)` runs: PDFium render + Tesseract -> lines, with the
 silver.ocr_* defaults) and compares each page's OCR'd lines with the original page's text layer
 as the parser reads it (pypdf runs -> lines):
@@ -14,7 +15,13 @@ as the parser reads it (pypdf runs -> lines):
 
 The baseline is the parser without OCR, which reads nothing from such a PDF (`no_text`).
 
-    .venv/bin/python bench/extraction.py [--pages 10] [--scan-dpi 300]
+Tables: --tables generated pages (tests/bad_inputs.ruled_table_pdf: 2-5 columns, 2-7 body rows,
+words, numbers and units, half with a "Table N:" caption) parsed with silver.tables on; cell
+accuracy is the share of known cells whose Markdown cell (whitespace-normalised) equals them, a
+table that is not found counting all its cells wrong. The baseline is the parser with tables
+off, where no cell is a cell (0%).
+
+    .venv/bin/python bench/extraction.py [--pages 10] [--scan-dpi 300] [--tables 20]
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import argparse
 import io
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -31,14 +39,44 @@ import pypdfium2 as pdfium
 from rapidfuzz.distance import Levenshtein
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.bad_inputs builds the table pages
 from common import CORPUS, write_result  # noqa: E402
+from tests.bad_inputs import ruled_table_pdf  # noqa: E402
 
 from lakerag.ingest.ocr import OcrOptions, PageOcr  # noqa: E402
 from lakerag.ingest.pdf_parse import ParseFailure, group_lines, open_pdf, page_runs, parse_pdf  # noqa: E402
+from lakerag.markdown_tables import is_table  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
 
 MANUALS = ("R-data.pdf", "R-intro.pdf", "debian-faq.pdf")
 GOAL_CER = 0.03
+GOAL_CELLS = 0.90
+WORDS = ["dpkg", "apt", "aptitude", "stable", "testing", "unstable", "main", "contrib", "amd64", "arm64",
+         "mirror", "security", "Release", "Packages", "sources.list"]
+
+
+def table_accuracy(count: int) -> dict:
+    """Cell accuracy of silver.tables on `count` generated ruled tables."""
+    rng = random.Random(0)
+    right = total = found = 0
+    for n in range(count):
+        columns, body = rng.randint(2, 5), rng.randint(2, 7)
+        header = [f"{rng.choice(WORDS).capitalize()} {i}" for i in range(columns)]
+        rows = [header] + [[rng.choice([rng.choice(WORDS), f"{rng.randint(0, 999)}.{rng.randint(0, 99)}",
+                                        f"{rng.randint(1, 99)} MB"]) for _ in range(columns)] for _ in range(body)]
+        caption = f"Table {n + 1}: generated table {n + 1}" if n % 2 == 0 else ""
+        document = parse_pdf(ruled_table_pdf(rows, caption), f"table{n}.pdf", tables=True)
+        tables = [p.text for s in document.sections for p in s.paragraphs if is_table(p.text)]
+        total += sum(len(row) for row in rows)
+        if len(tables) != 1:
+            continue
+        found += 1
+        lines = [line for line in tables[0].split("\n") if line.startswith("|") and not line.startswith("|---")]
+        read = [[" ".join(c.split()) for c in line.strip("|").split(" | ")] for line in lines]
+        right += sum(1 for want, got in zip(rows, read) for a, b in zip(want, got) if a == b.strip())
+    return {"tables": count, "found": found, "cells": total, "cell_accuracy": right / total,
+            "goal_cell_accuracy": GOAL_CELLS, "goal_met": right / total >= GOAL_CELLS,
+            "baseline_without_tables": 0.0}
 
 
 def layer_text(reader, number: int) -> str:
@@ -59,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=10, help="pages per manual")
     parser.add_argument("--scan-dpi", type=int, default=300, help="resolution of the simulated scan")
+    parser.add_argument("--tables", type=int, default=20, help="generated ruled tables for cell accuracy")
     parser.add_argument("--ocr-dpi", type=int, default=0, help="OCR resolution (0: silver.ocr_dpi); results "
                         "of another value go to extraction-ocr<dpi>.json")
     args = parser.parse_args()
@@ -113,6 +152,11 @@ def main() -> None:
     print(f"  order-free word error rate {result['word_error_order_free_mean']:.4f}")
     print(f"  {result['pages_per_second']:.2f} pages/s ({result['seconds_per_page']:.2f} s a page, one process)")
     print("  baseline: the parser without OCR reads nothing from these PDFs (no_text)")
+    result["tables"] = table_accuracy(args.tables)
+    tables = result["tables"]
+    print(f"\nTables (silver.tables on) on {tables['tables']} generated ruled tables: {tables['found']} found, "
+          f"cell accuracy {tables['cell_accuracy']:.3f} of {tables['cells']} cells; goal >= {GOAL_CELLS}: "
+          f"{'met' if tables['goal_met'] else 'NOT met'}; baseline (tables off): 0 cells as cells")
     write_result("extraction" if options.dpi == silver.ocr_dpi else f"extraction-ocr{options.dpi}", result)
 
 

@@ -68,10 +68,13 @@ def plain_pypdf(paths: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=0, help="silver.parse_workers (default 0 = auto)")
+    parser.add_argument("--tables", action="store_true",
+                        help="silver.tables on (ruled tables as Markdown); results go to silver-tables.json")
     args = parser.parse_args()
     os.environ.setdefault("RUST_LOG", "error")
     base = load_settings(REPO / "conf" / "pipeline.yml")
-    settings = dataclasses.replace(base, silver=dataclasses.replace(base.silver, parse_workers=args.workers))
+    settings = dataclasses.replace(base, silver=dataclasses.replace(base.silver, parse_workers=args.workers,
+                                                                     tables=args.tables or base.silver.tables))
     with tempfile.TemporaryDirectory() as root:
         results = {}
         with spark_session("sail", Lakehouse("bench", "cold", Path(root))) as spark:
@@ -87,7 +90,8 @@ def main() -> None:
     plain_rate = plain_pages / plain_s
     print(f"corpus: {len(paths)} parsed PDFs, {plain_pages} pages; {os.cpu_count()} cores")
     print(f"plain pypdf extract_text, 1 process: {plain_s:.2f} s = {plain_rate:.1f} pages/s (baseline)")
-    report = {"cores": os.cpu_count(), "workers": args.workers, "pdfs": len(paths), "pages": plain_pages,
+    report = {"cores": os.cpu_count(), "workers": args.workers, "tables": settings.silver.tables,
+              "ocr": settings.silver.ocr, "pdfs": len(paths), "pages": plain_pages,
               "plain_pypdf_s": round(plain_s, 2), "plain_pages_per_s": round(plain_rate, 1),
               "machine": f"{platform.machine()}, Python {platform.python_version()}"}
     workers_before = 0.0
@@ -102,7 +106,7 @@ def main() -> None:
         report[name] = {"seconds": round(run["seconds"], 2), "pages_per_s": round(rate, 1),
                         "ratio": round(rate / plain_rate, 2), "main_cpu_s": round(run["main_cpu_s"], 1),
                         "workers_cpu_s": round(workers_cpu, 1)}
-    out = REPO / "bench" / "results" / "silver.json"
+    out = REPO / "bench" / "results" / ("silver-tables.json" if args.tables else "silver.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -164,6 +164,30 @@ def injection_document() -> bytes:
     return one_page(stream(content))
 
 
+def ruled_table_pdf(rows: list[list[str]], caption: str = "", before: str = "", after: str = "",
+                    heading: str = "Release notes") -> bytes:
+    """A page with a heading, a paragraph, a ruled grid of `rows` (the first is the header) under
+    its caption, and a paragraph after: a table whose every cell is known (tests, bench/extraction.py)."""
+    def text(size: int, x: float, y: float, words: str) -> bytes:
+        return b"BT /F1 %d Tf %g %g Td (%s) Tj ET" % (size, x, y, words.encode())
+
+    width = max(len(row) for row in rows)
+    column = 450 // width
+    xs = [72 + column * i for i in range(width + 1)]
+    ys = [600 - 20 * i for i in range(len(rows) + 1)]
+    rules = [b"%d %d m %d %d l S" % (x, ys[0], x, ys[-1]) for x in xs]
+    rules += [b"%d %d m %d %d l S" % (xs[0], y, xs[-1], y) for y in ys]
+    cells = [text(10, xs[c] + 4, ys[r] - 14, word) for r, row in enumerate(rows) for c, word in enumerate(row)]
+    content = b"\n".join([
+        text(18, 72, 720, heading),
+        text(11, 72, 690, before or "The release ships the package tools listed below, each with its version."),
+        *([text(11, 72, 620, caption)] if caption else []),
+        *rules, *cells,
+        text(11, 72, ys[-1] - 30, after or "Older versions remain in the archive for one release cycle."),
+    ])
+    return one_page(stream(content))
+
+
 # file name -> bytes, for every kind that is a file (the vanishing file is an event, not a file)
 def corpus(password: str) -> dict[str, bytes]:
     """Every generated bad input by the file name the tests land it under."""

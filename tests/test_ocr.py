@@ -47,16 +47,13 @@ HOCR = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_hocr_words_become_runs_in_user_space_on_the_line_baseline():
-    # 200 dpi: scale 200/72; the baseline sits 4 px above the line box's bottom (300 - 4 = 296 px)
-    scale = 200 / 72
-    (line,) = hocr_lines(HOCR, 3, 792.0, scale)
+    # 200 dpi: scale 200/72; the baseline sits 4 px above the line box's bottom (300 - 4 = 296 px);
+    # the crop box starts at (50, 100) in user space
+    (line,) = hocr_lines(HOCR, 3, 792.0, 200 / 72, origin=(50.0, 100.0))
     assert line.page == 3 and line.text == "1 Introduction"
     first, second = line.runs
-    assert (round(first.x, 2), round(first.y, 2), first.size, round(first.x1, 2)) == (
-        round(254 / scale, 2), round(792 - 296 / scale, 2), round(40 / scale * 0.8, 1), round(273 / scale, 2))
-    assert second.y == first.y
-    # a confidence floor drops the words under it
-    assert hocr_lines(HOCR, 3, 792.0, scale, min_confidence=50)[0].text == "1"
+    assert (round(first.x, 2), round(first.y, 2), first.size, round(first.x1, 2)) == (141.44, 785.44, 11.5, 148.28)
+    assert (round(second.x, 2), second.y) == (159.8, first.y)
 
 
 def test_a_page_is_unusable_when_empty_or_mostly_unmapped_characters():
@@ -113,3 +110,24 @@ def test_a_scanned_pages_words_are_found_by_search_and_the_document_records_its_
     index = build_index(spark, lakehouse, settings, tmp_path / "indexes").folder
     top = Retriever.from_settings(index, settings).search("Which function imports data from a simple text file?", k=3)[0]
     assert (top.file_name, top.heading_path, top.page_start) == ("scan.pdf", ["1 Introduction", "1.1 Imports"], 2)
+
+
+def test_without_tesseract_the_failure_says_how_to_install_it(monkeypatch):
+    import pytesseract
+
+    from lakerag.ingest.ocr import check_tesseract
+
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
+    check_tesseract.cache_clear()
+    try:
+        with pytest.raises(ParseFailure, match=r"page 1: tesseract is not installed: `apt-get install tesseract-ocr`"):
+            parse_pdf(scanned([7, 7]), "scan.pdf", ocr=OcrOptions())
+    finally:
+        check_tesseract.cache_clear()
+
+
+def test_ocr_line_sizes_near_the_pages_median_are_snapped_to_it():
+    from lakerag.ingest.ocr import snap_sizes
+
+    lines = [Line([Run(0, y, size, False, "w ", 5)], 1) for y, size in ((700, 10.0), (680, 10.9), (660, 14.0))]
+    assert [line.size for line in snap_sizes(lines)] == [10.9, 10.9, 14.0]

@@ -176,3 +176,24 @@ def test_the_report_counts_links_and_the_references_that_name_no_section(spark, 
 
     assert (report.links_added["link"], report.links_added["reference"]) == (1, 1)
     assert report.unresolved == {"reference": 1}  # "Section 9.9 of the old guide"
+
+
+def test_tables_made_by_the_version_before_ocr_and_tables_are_widened_or_recreated(spark, lakehouse):
+    from pyspark.sql.types import ArrayType, StructField, StructType
+
+    from lakerag.lakehouse.tables import CHUNK_FIELDS, SILVER_PARSE_STAGING
+
+    def without(spec, *names, chunks=None):
+        fields = [f for f in spec.schema.fields if f.name not in names]
+        if chunks is not None:
+            fields = [StructField(f.name, chunks, f.nullable, f.metadata) if f.name == "chunks" else f for f in fields]
+        return dataclasses.replace(spec, schema=StructType(fields))
+
+    old = Lakehouse(lakehouse.catalog, f"{lakehouse.schema}_old", lakehouse.root)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {old.catalog}.{old.schema}")
+    older_chunks = ArrayType(StructType(CHUNK_FIELDS[:-1]), False)
+    ensure_tables(spark, old, [without(SILVER_DOCUMENTS, "ocr_pages"), without(SILVER_CHUNKS, "chunk_kind"),
+                               without(SILVER_PARSE_STAGING, "ocr_pages", chunks=older_chunks)])
+    ensure_tables(spark, old, [SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING])
+    for spec in (SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING):  # the scratch one recreated
+        assert spark.table(old.table(spec.name)).schema.simpleString() == spec.schema.simpleString()

@@ -64,13 +64,19 @@ class SilverSettings:
     max_pages: int = 5000
     max_parse_seconds: float = 300.0
     max_parse_memory_mb: int = 2048
-    # OCR (Tesseract) of pages whose text layer is empty or unreadable and that draw an image:
-    # scans keep their content instead of ending as no_text. 200 dpi: on rendered manual pages,
-    # character error 0.1-1.2% at 2.4-2.8 s a page, against 1.6-2.4% at 150 dpi.
+    # OCR (Tesseract) of pages whose text layer is empty (and that draw an image) or unreadable:
+    # scans keep their content instead of ending as no_text. 200 dpi: character error 0.68% on
+    # 30 scanned manual pages at 2.6-2.8 s a page; 150 dpi 0.84%, 300 dpi 0.69% and 16% slower
+    # (bench/extraction.py).
     ocr: bool = True
     ocr_dpi: int = 200
     ocr_languages: str = "eng"  # Tesseract language packs, joined by + (e.g. eng+deu)
     ocr_page_seconds: float = 60.0  # a page over this is left unread (a warning), not the document
+    # Ruled tables (pdfplumber's table finder, on pages whose rules form a grid) become one
+    # Markdown paragraph and their own `table` chunk, instead of their cells as loose lines.
+    # Off by default: on the corpus it costs silver 1.29x -> 0.83x of plain pypdf (pdfplumber lays
+    # out 44 pages in pure Python, 0.3-0.5 s each) for one real table (bench/silver.py --tables, issue 20).
+    tables: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))

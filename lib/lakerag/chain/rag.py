@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from lakerag.access.identity import TRACE_USER, Identity
 from lakerag.chain.citations import SentenceVerdict, cited_answer, source_sentences, verify
 from lakerag.chain.llm import LLM, Completion, MalformedOutput, Messages, json_in
+from lakerag.markdown_tables import is_table
 from lakerag.retrieval.retriever import Filters, Hit, Retriever
 from lakerag.settings import ChainSettings
 
@@ -148,7 +149,8 @@ def fitting_sentences(text: str, budget: int, count_tokens) -> str:
 def select_passages(hits: list[Hit], budget: int, count_tokens) -> list[Passage]:
     """Fill `budget` tokens with the hits' best paragraphs: each hit's matching paragraph first
     (best hit first), then their neighbours, nearest first, round by round. A hit whose first
-    paragraph does not fit gets its leading sentences that do; hits that get nothing are left out."""
+    paragraph does not fit gets its leading sentences that do, or the whole of it when it is a
+    table (a table cut into rows is no table); hits that get nothing are left out."""
     plans = []
     for hit in hits:
         paragraphs = section_paragraphs(hit)
@@ -163,7 +165,9 @@ def select_passages(hits: list[Hit], budget: int, count_tokens) -> list[Passage]
             position = plan["order"].pop(0)
             text, page = plan["paragraphs"][position]
             cost = count_tokens(text)
-            if cost > budget:
+            if cost > budget and is_table(text) and not plan["chosen"]:
+                plan["order"] = []  # a table is whole or absent: as the hit's own passage, whole
+            elif cost > budget:
                 text = fitting_sentences(text, budget, count_tokens) if not plan["chosen"] else ""
                 cost = count_tokens(text) if text else 0
                 plan["order"] = []  # this section's share ends here

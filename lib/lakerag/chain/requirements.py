@@ -13,7 +13,8 @@ from lakerag.weights import weight_packages
 
 LIB = Path(__file__).resolve().parents[1]
 # What a served model loads: the query-side packages and the shared modules they use.
-QUERY_SIDE = ("retrieval", "chain", "serving", "access", "settings.py", "weights.py", "tracking.py")
+QUERY_SIDE = ("retrieval", "chain", "serving", "access", "settings.py", "weights.py", "tracking.py",
+              "markdown_tables.py")
 # Pulled in by sentence-transformers rather than imported by us, and pinned on purpose: an
 # unpinned torch resolves to a multi-GB CUDA build.
 ALSO_PINNED = ("torch",)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import statistics
+import time
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from xml.etree import ElementTree
 
 from lakerag.ingest.pdf_parse import Line, Run
@@ -16,9 +20,12 @@ from lakerag.ingest.pdf_parse import Line, Run
 # A rendering larger than this is scaled down (an A0 poster at 200 dpi is 62 MP): memory, not text,
 # is what grows with it.
 MAX_PIXELS = 40_000_000
-# Characters a text layer with broken fonts is made of: unassigned, private-use, control and
-# replacement characters.
-UNREADABLE = {"Cn", "Co", "Cc", "Cs"}
+# Characters a text layer with broken fonts is made of: unassigned, private-use and control
+# characters, and U+FFFD (lone surrogates are already U+FFFD: pdf_parse.valid_unicode).
+UNREADABLE = {"Cn", "Co", "Cc"}
+# OCR'd lines of one paragraph differ in estimated size; within this share of the page's median
+# they get the median, so that size changes still mean headings, not noise.
+SIZE_SNAP = 0.15
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,10 @@ class OcrOptions:
     dpi: int = 200
     languages: str = "eng"
     page_seconds: float = 60.0
-    # Minimum Tesseract word confidence (0-100) for a word to be kept; -1 = a layout row, not a word.
-    min_confidence: float = 0.0
+    # OCR of one document stops after this many seconds (0: no bound), the pages left recorded as
+    # unread: the parse pool sets it below silver.max_parse_seconds, so a long scan keeps the
+    # pages it has read instead of failing whole as a timeout.
+    document_seconds: float = 0.0
 
 
 class OcrUnavailable(Exception):
@@ -67,22 +76,56 @@ def draws_an_image(page) -> bool:
     return next(iter(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=8)), None) is not None
 
 
+def _kill_tesseract_children() -> None:
+    """SIGKILL this process's tesseract children: pytesseract kills one only on its own timeout,
+    and a parse interrupted by the pool's limits would leave it running on the core."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        # pid (comm) state ppid ...
+        comm, rest = stat[stat.find("(") + 1: stat.rfind(")")], stat[stat.rfind(")") + 2:].split()
+        if comm == "tesseract" and int(rest[1]) == os.getpid():
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def ocr_page(page, number: int, options: OcrOptions) -> list[Line]:
     """A PDFium page's words as Lines (Tesseract's own line grouping), in user space; raises
     pytesseract's errors (RuntimeError on a timeout) for the caller to record."""
     import pytesseract
 
-    width, height = page.get_size()
+    width, height = page.get_size()  # the crop box, rotated as displayed
+    left, bottom, _, _ = page.get_cropbox()
     scale = min(options.dpi / 72, (MAX_PIXELS / max(width * height, 1.0)) ** 0.5)
     image = page.render(scale=scale, grayscale=True).to_pil()
     # Tesseract's OpenMP threads spin: on a parsing pool that already runs one process per core,
     # more than one thread per page only contends (2.5 s a page at one thread, 8 s at two, here).
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    # --dpi: a rendered image carries no resolution, and Tesseract would assume 70 dpi.
-    hocr = pytesseract.image_to_pdf_or_hocr(image, lang=options.languages, extension="hocr",
-                                            config=f"--psm 3 --dpi {round(scale * 72)}",
-                                            timeout=options.page_seconds)
-    return hocr_lines(hocr, number, height, scale, options.min_confidence)
+    try:
+        # --dpi: a rendered image carries no resolution, and Tesseract would assume 70 dpi.
+        hocr = pytesseract.image_to_pdf_or_hocr(image, lang=options.languages, extension="hocr",
+                                                config=f"--psm 3 --dpi {round(scale * 72)}",
+                                                timeout=options.page_seconds)
+    except BaseException:
+        _kill_tesseract_children()
+        raise
+    return snap_sizes(hocr_lines(hocr, number, height, scale, (left, bottom)))
+
+
+def snap_sizes(lines: list[Line]) -> list[Line]:
+    """Give the runs of lines whose size is within SIZE_SNAP of the page's median that median."""
+    if not lines:
+        return lines
+    median = statistics.median(line.size for line in lines)
+    for line in lines:
+        if abs(line.size - median) <= SIZE_SNAP * median:
+            for run in line.runs:
+                run.size = median
+    return lines
 
 
 HOCR_LINES = {"ocr_line", "ocr_caption", "ocr_header", "ocr_textfloat"}
@@ -98,9 +141,12 @@ def _title(element: ElementTree.Element) -> dict[str, list[float]]:
     return properties
 
 
-def hocr_lines(hocr: bytes, number: int, page_height: float, scale: float, min_confidence: float = 0.0) -> list[Line]:
-    """Tesseract's hOCR of one page (pixels from the top left) -> Lines in user space (points
-    from the bottom left): one per hOCR line, its words as runs, its size Tesseract's x_size."""
+def hocr_lines(hocr: bytes, number: int, page_height: float, scale: float,
+               origin: tuple[float, float] = (0.0, 0.0)) -> list[Line]:
+    """Tesseract's hOCR of one page (pixels from the top left of the crop box) -> Lines in user
+    space (points from the bottom left, shifted by the crop box's `origin`): one per hOCR line,
+    its words as runs, its size Tesseract's x_size. A rotated page stays as displayed."""
+    ox, oy = origin
     lines: list[Line] = []
     for element in ElementTree.fromstring(hocr).iter():
         if element.get("class") not in HOCR_LINES:
@@ -113,15 +159,23 @@ def hocr_lines(hocr: bytes, number: int, page_height: float, scale: float, min_c
         for word in element:
             text = "".join(word.itertext()).strip()
             box = _title(word)
-            if not text or box.get("x_wconf", [100.0])[0] < min_confidence:
+            if not text:
                 continue
             left, _, right, _ = box["bbox"]
             baseline = bottom + offset + slope * (left - x0)
             # A trailing space on each word: the words' gaps are known, not guessed from glyph widths.
-            runs.append(Run(left / scale, page_height - baseline / scale, size, False, text + " ", right / scale))
+            runs.append(Run(ox + left / scale, oy + page_height - baseline / scale, size, False, text + " ",
+                            ox + right / scale))
         if runs:
             lines.append(Line(runs, number))
     return lines
+
+
+def pdfium_error() -> type[Exception]:
+    """PDFium's error class (imported late: the parser imports this module only to OCR)."""
+    import pypdfium2 as pdfium
+
+    return pdfium.PdfiumError
 
 
 class PageOcr:
@@ -146,22 +200,38 @@ class PageOcr:
         raise error
 
     def fill(self, pages: list[list[Line]]) -> dict[int, str]:
-        """Replace, in place, the lines of each page without a usable text layer that draws an
-        image by the lines OCR reads; returns the pages it could not read and why."""
+        """Replace, in place, the lines of each page without a usable text layer (empty and
+        drawing an image, or made of unmapped characters) by the lines OCR reads; returns the
+        pages it could not read and why."""
+        started = time.monotonic()
+        unavailable = None  # a reason that holds for every page: no Tesseract, no document
         for number, lines in enumerate(pages, start=1):
             if not unusable_text(lines):
+                continue
+            if unavailable is None and self.options.document_seconds and \
+                    time.monotonic() - started > self.options.document_seconds:
+                unavailable = (f"OCR stopped after {self.options.document_seconds:g} s for this document "
+                               "(below silver.max_parse_seconds: raise it for long scans)")
+            if unavailable is not None:
+                self.failed[number] = unavailable
                 continue
             try:
                 if self._document is None:
                     self._document = self._open()
+                    if len(self._document) != len(pages):
+                        raise OcrUnavailable(f"PDFium sees {len(self._document)} pages where pypdf sees "
+                                             f"{len(pages)}: OCR text could land on the wrong page")
                 page = self._document[number - 1]
-                if not draws_an_image(page):
+                if not lines and not draws_an_image(page):
                     continue  # a blank page, or vector drawing only
                 check_tesseract(self.options.languages)  # only now: a blank page needs no Tesseract
                 read = ocr_page(page, number, self.options)
             except OcrUnavailable as err:
-                self.failed[number] = str(err)
-                break  # the same for every page
+                unavailable = self.failed[number] = str(err)
+                continue
+            except pdfium_error() as err:
+                unavailable = self.failed[number] = f"PDFium cannot open the document: {err}"
+                continue
             except Exception as err:  # noqa: BLE001 - a page OCR cannot read costs only itself
                 self.failed[number] = f"{type(err).__name__}: {err}"
                 continue
@@ -170,4 +240,6 @@ class PageOcr:
                 self.pages.append(number)
             else:
                 self.failed[number] = "OCR found no text"
+        if self._document is not None:
+            self._document.close()
         return self.failed

@@ -5,8 +5,10 @@ a spawned worker starts in a fraction of a second.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.machinery
+import inspect
 import json
 import logging
 import multiprocessing
@@ -25,11 +27,12 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from lakerag.ingest.chunking import Chunker, ChunkSpec
+from lakerag.ingest.chunking import PARAGRAPH_BREAK, Chunker, ChunkSpec
 from lakerag.weights import load_tokenizer
 from lakerag.ingest.ocr import OcrOptions
-from lakerag.ingest.pdf_parse import PARSER_VERSION, ParsedDocument, ParseFailure, parse_pdf, valid_unicode
+from lakerag.ingest.pdf_parse import ParsedDocument, ParseFailure, parse_pdf, parser_version, valid_unicode
 from lakerag.ingest.section_links import NEXT, PARENT
+from lakerag.markdown_tables import is_table
 
 # pypdf warns about every repaired cross-reference or odd font; parse_pdf collects those
 # warnings into the document's row, so keep worker output to errors.
@@ -60,7 +63,7 @@ def section_rows(doc_id: str, parsed: ParsedDocument) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     open_at_level: dict[int, str] = {}  # most recent section id at each level, for parents
     for ordinal, section in enumerate(parsed.sections):
-        section_id = content_id(doc_id, PARSER_VERSION, ordinal, section.heading_path, section.text)
+        section_id = content_id(doc_id, parsed.parser_version, ordinal, section.heading_path, section.text)
         parents = [sid for level, sid in open_at_level.items() if level < section.level and level > 0]
         rows.append({
             "section_id": section_id, "doc_id": doc_id, "ordinal": ordinal,
@@ -68,7 +71,7 @@ def section_rows(doc_id: str, parsed: ParsedDocument) -> list[dict[str, Any]]:
             "heading_path": list(section.heading_path), "level": section.level, "title": section.title,
             "origin": section.origin, "page_start": section.page_start, "page_end": section.page_end,
             "text": section.text, "paragraph_pages": section.paragraph_pages,
-            "parser_version": PARSER_VERSION,
+            "parser_version": parsed.parser_version,
         })
         open_at_level = {level: sid for level, sid in open_at_level.items() if level < section.level}
         open_at_level[section.level] = section_id
@@ -82,7 +85,7 @@ def link_rows(doc_id: str, parsed: ParsedDocument, sections: list[dict[str, Any]
 
     def row(source: str, target: str | None, kind: str, text: str, page: int) -> dict[str, Any]:
         return {"link_id": content_id(source, kind, target, text), "doc_id": doc_id, "from_section_id": source,
-                "to_section_id": target, "kind": kind, "text": text, "page": page, "parser_version": PARSER_VERSION}
+                "to_section_id": target, "kind": kind, "text": text, "page": page, "parser_version": parsed.parser_version}
 
     rows = {}
     for link in parsed.links:
@@ -111,17 +114,25 @@ def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, 
     if not specs:
         return rows
     chunker = _chunker(specs[0].model)
-    tokens = chunker.tokens(section["text"])  # one tokenization serves every strategy
+    # A table (a Markdown paragraph, see pdf_parse.place_table) is a chunk of its own, whole, for
+    # every strategy; the text chunks are cut from the rest of the section.
+    paragraphs = list(zip(section["text"].split(PARAGRAPH_BREAK), section["paragraph_pages"]))
+    tables = [(text, page) for text, page in paragraphs if is_table(text)]
+    text_part = [(text, page) for text, page in paragraphs if not is_table(text)] if tables else paragraphs
+    text = PARAGRAPH_BREAK.join(p for p, _ in text_part)
+    tokens = chunker.tokens(text) if text.strip() else None  # one tokenization serves every strategy
     for spec in specs:
         fingerprint = spec.fingerprint
-        chunks = chunker.chunk(section["text"], list(section["paragraph_pages"]), spec, tokens)
-        for index, chunk in enumerate(chunks):
+        pieces = [(c.text, c.token_count, c.page_start, c.page_end, "text")
+                  for c in (chunker.chunk(text, [page for _, page in text_part], spec, tokens) if tokens else [])]
+        pieces += [(table, chunker.count(table), page, page, "table") for table, page in tables]
+        for index, (piece, count, first, last, kind) in enumerate(pieces):
             rows.append({
-                "chunk_id": content_id(section["section_id"], fingerprint, index, chunk.text),
+                "chunk_id": content_id(section["section_id"], fingerprint, index, piece),
                 "doc_id": section["doc_id"], "section_id": section["section_id"],
                 "strategy": spec.strategy, "chunker_fingerprint": fingerprint, "chunk_index": index,
-                "text": chunk.text, "token_count": chunk.token_count, "page_start": chunk.page_start,
-                "page_end": chunk.page_end, "heading_path": list(section["heading_path"]), "tags": tags,
+                "text": piece, "token_count": count, "page_start": first,
+                "page_end": last, "heading_path": list(section["heading_path"]), "tags": tags, "chunk_kind": kind,
             })
     return rows
 
@@ -203,9 +214,9 @@ def bounded(limits: ParseLimits) -> Iterator[None]:
         signal.signal(signal.SIGALRM, saved_handler)
 
 
-def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime) -> dict[str, Any]:
+def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime, version: str) -> dict[str, Any]:
     return {
-        "doc_id": doc_id, "parser_version": PARSER_VERSION, "source_path": source_path,
+        "doc_id": doc_id, "parser_version": version, "source_path": source_path,
         "file_name": file_name, "title": None, "language": None, "page_count": None,
         "pages_with_text": None, "outline_entries": None, "warnings": [], "parsed_at": run_time,
         "reason": None, "message": None, "sections": [], "chunks": [], "links": [], "ocr_pages": None,
@@ -215,16 +226,20 @@ def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime
 def parse_document(
     doc_id: str, content: bytes, source_path: str, file_name: str, passwords: tuple[str, ...],
     specs: list[ChunkSpec], run_time: datetime, limits: ParseLimits = ParseLimits(), ocr: OcrOptions | None = None,
+    tables: bool = False,
 ) -> dict[str, Any]:
     """One bronze document -> a staging row: sections and their chunks, or a failure reason.
 
     Never raises: a document that breaks the parser or goes over a limit becomes a failure row,
     not a failed job.
     """
-    row = _empty_row(doc_id, source_path, file_name, run_time)
+    row = _empty_row(doc_id, source_path, file_name, run_time, parser_version(ocr, tables))
+    if ocr is not None and limits.max_seconds:
+        # OCR stops in time for the parse to finish: a long scan keeps the pages it has read
+        ocr = dataclasses.replace(ocr, document_seconds=0.8 * limits.max_seconds)
     try:
         with bounded(limits):
-            parsed = parse_pdf(content, file_name, passwords, limits.max_pages, ocr)
+            parsed = parse_pdf(content, file_name, passwords, limits.max_pages, ocr, tables)
     except ParseFailure as failure:
         return row | {"reason": failure.reason, "message": valid_unicode(failure.message)}
     except ParseOverLimit as over:
@@ -250,8 +265,11 @@ def parse_document(
 
 def crashed_parse(args: tuple, message: str) -> dict[str, Any]:
     """The failure row of a document whose parsing process died (what parallel_map's on_crash gets)."""
-    doc_id, _content, source_path, file_name, *_rest, run_time, _limits, _ocr = args
-    return _empty_row(doc_id, source_path, file_name, run_time) | {"reason": "worker_crashed", "message": message}
+    a = inspect.signature(parse_document).bind(*args)
+    a.apply_defaults()
+    doc_id, source_path, file_name, run_time = (a.arguments[k] for k in ("doc_id", "source_path", "file_name", "run_time"))
+    return _empty_row(doc_id, source_path, file_name, run_time,
+                      parser_version(a.arguments["ocr"], a.arguments["tables"])) | {"reason": "worker_crashed", "message": message}
 
 
 def parse_task(args: tuple) -> dict[str, Any]:

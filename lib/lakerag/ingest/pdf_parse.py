@@ -23,6 +23,8 @@ from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
 from lakerag.ingest.section_links import section_links
+from lakerag.ingest.table_extract import CAPTION, PageTables, Rules, Table
+from lakerag.markdown_tables import markdown
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
 PARSER_VERSION = "pypdf-layout-6"  # 4: NFKC text, running header bands; 5: section links; 6: OCR
@@ -153,7 +155,8 @@ class ParsedDocument:
     # What pypdf repaired or we skipped to read the document (broken xref, unreadable outline...).
     warnings: list[str] = field(default_factory=list)
     links: list = field(default_factory=list)  # section_links.SectionLink between the sections
-    ocr_pages: list[int] = field(default_factory=list)  # pages read by OCR, 1-based
+    ocr_pages: list[int] | None = None  # pages read by OCR, 1-based; None: OCR was off
+    parser_version: str = PARSER_VERSION  # with the OCR and table settings: see parser_version()
 
 
 def valid_unicode(text: str) -> str:
@@ -246,8 +249,9 @@ def _font_metrics(font) -> tuple[dict[int, float], float, bool]:
     return widths, average, bool(BOLD_FONT.search(name))
 
 
-def page_runs(page) -> list[Run]:
-    """Positioned text runs of one page, in drawing order, with their estimated end."""
+def page_runs(page, rules: Rules | None = None) -> list[Run]:
+    """Positioned text runs of one page, in drawing order, with their estimated end; `rules`
+    collects the page's straight rules on the way (for the table finder's check)."""
     runs: list[Run] = []
     fonts: dict[int, tuple[dict[int, float], float, bool]] = {}
 
@@ -266,7 +270,12 @@ def page_runs(page) -> list[Run]:
         width = size * sum(widths.get(ord(ch), average) for ch in clean)
         runs.append(Run(x, y, round(size, 1), bold, clean, x + width))
 
-    page.extract_text(visitor_text=visit, visitor_operand_before=_mark_word_gaps)
+    def before(operator: bytes, operands: list, cm, tm) -> None:
+        _mark_word_gaps(operator, operands, cm, tm)
+        if rules is not None:
+            rules.see(operator, operands, cm)
+
+    page.extract_text(visitor_text=visit, visitor_operand_before=before)
     return runs
 
 
@@ -572,19 +581,24 @@ def page_links(page, number: int, runs: list[Run], destinations: _Destinations) 
 
 
 def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
-                       links: list[PageLink] | None = None, ocr=None) -> tuple[list[Paragraph], int]:
+                       links: list[PageLink] | None = None, ocr=None,
+                       tables: PageTables | None = None) -> tuple[list[Paragraph], int]:
     """All paragraphs of a document in reading order, and the number of pages with text;
     pages that cannot be read are skipped and named in `warnings`; `links` receives the pages'
     internal link annotations; pages without a usable text layer are read by `ocr` (an
-    ocr.PageOcr, which records the pages it read and why others failed) when given."""
+    ocr.PageOcr, which records the pages it read and why others failed) when given; ruled
+    tables found by `tables` become one Markdown paragraph each, their cells gone from the lines."""
     pages: list[list[Line]] = []
+    found: list[list[Table]] = []  # per page
+    table_errors: list[str] = []
     widths: list[float] = []
     errors: dict[int, str] = {}  # page number -> why pypdf could not read it
     link_errors: list[str] = []
     destinations = _Destinations(reader) if links is not None else None
     for number, page in enumerate(reader.pages, start=1):
         try:
-            runs = page_runs(page)
+            rules = Rules() if tables is not None else None
+            runs = page_runs(page, rules)
             pages.append(group_lines(runs, number))
         except LimitReachedError as err:  # a decompression bomb or similar: reject the file
             raise ParseFailure("resource_limit", f"page {number} exceeds a pypdf safety limit: {err}") from err
@@ -598,6 +612,19 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
             except Exception as err:  # noqa: BLE001 - broken annotations lose the links, not the page
                 link_errors.append(f"page {number}: {err}")
         widths.append(float(page.mediabox.width))
+        page_tables: list[Table] = []
+        if tables is not None and pages[-1] and rules is not None and rules.grid():
+            try:
+                page_tables = tables.find(number)
+            except Exception as err:  # noqa: BLE001 - a table we cannot read stays as lines
+                table_errors.append(f"page {number}: {type(err).__name__}: {err}")
+            pages[-1] = [line for line in pages[-1]
+                         if not any(table.contains(line.x0, line.y) for table in page_tables)]
+        found.append(page_tables)
+    if tables is not None:
+        tables.close()
+    if table_errors and warnings is not None:
+        warnings.append(f"read the tables of {len(table_errors)} page(s) as text: " + "; ".join(table_errors[:5]))
     if ocr is not None:
         failed = ocr.fill(pages)
         errors = {number: why for number, why in errors.items() if number not in ocr.pages}
@@ -612,13 +639,31 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
     if link_errors and warnings is not None:
         warnings.append(f"skipped the links of {len(link_errors)} page(s): " + "; ".join(link_errors[:5]))
     pages = drop_running_lines(pages)
-    paragraphs = [
-        paragraph
-        for lines, width in zip(pages, widths)
-        for flow in reading_order(lines, width)
-        for paragraph in paragraphs_of_flow(flow)
-    ]
+    paragraphs: list[Paragraph] = []
+    for lines, width, page_tables in zip(pages, widths, found):
+        page_paragraphs = [paragraph for flow in reading_order(lines, width) for paragraph in paragraphs_of_flow(flow)]
+        for table in page_tables:
+            place_table(page_paragraphs, table)
+        paragraphs.extend(page_paragraphs)
     return paragraphs, sum(1 for lines in pages if lines)
+
+
+def place_table(paragraphs: list[Paragraph], table: Table) -> None:
+    """Insert a table, as one Markdown paragraph, before the first paragraph of its page (reading
+    order) that starts below its top in its columns; a "Table N" caption right above or below
+    it becomes the table's first line."""
+    at = next((i for i, p in enumerate(paragraphs) if p.y < table.top and p.x0 < table.x1 and p.x1 > table.x0),
+              len(paragraphs))
+    caption = ""
+    for i in (at - 1, at):
+        if 0 <= i < len(paragraphs) and CAPTION.match(paragraphs[i].text):
+            caption = paragraphs.pop(i).text
+            at = min(at, i) if i < at else at
+            break
+    near = paragraphs[at - 1] if at > 0 else paragraphs[at] if paragraphs else None
+    paragraphs.insert(at, Paragraph(markdown(table.rows, caption), table.page, table.top,
+                                    near.size if near else 10.0, False, lines=len(table.rows) + 1,
+                                    y_end=table.bottom, x0=table.x0, x1=table.x1))
 
 
 def _norm(text: str) -> str:
@@ -777,16 +822,26 @@ def declared_page_count(reader: PdfReader) -> int | None:
         return None
 
 
+def parser_version(ocr=None, tables: bool = False) -> str:
+    """PARSER_VERSION with the settings that change what a parse yields, so that a document
+    parsed with OCR off (or another resolution or language, or without tables) is parsed again
+    once they change."""
+    return "+".join([PARSER_VERSION] + ([f"ocr{ocr.dpi}-{ocr.languages}"] if ocr is not None else [])
+                    + (["tables"] if tables else []))
+
+
 def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0,
-              ocr=None) -> ParsedDocument:
+              ocr=None, tables: bool = False) -> ParsedDocument:
     """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason.
 
     max_pages > 0 rejects longer documents before their pages are read; `ocr` (ocr.OcrOptions)
-    reads the pages without a usable text layer, None leaves them empty.
+    reads the pages without a usable text layer, None leaves them empty; `tables` turns ruled
+    tables into Markdown paragraphs.
     """
     with pypdf_warnings() as warnings:
-        document = _parse(content, file_name, passwords, max_pages, warnings, ocr)
+        document = _parse(content, file_name, passwords, max_pages, warnings, ocr, tables)
     document.warnings = warnings
+    document.parser_version = parser_version(ocr, tables)
     return document
 
 
@@ -796,7 +851,7 @@ def _too_many_pages(count: int, max_pages: int) -> ParseFailure:
 
 
 def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages: int,
-           warnings: list[str], ocr_options=None) -> ParsedDocument:
+           warnings: list[str], ocr_options=None, tables: bool = False) -> ParsedDocument:
     reader = open_pdf(content, passwords)
     declared = declared_page_count(reader)
     if max_pages and declared is not None and declared > max_pages:
@@ -817,7 +872,8 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         from lakerag.ingest.ocr import PageOcr  # it builds this module's Lines
 
         ocr = PageOcr(content, passwords, ocr_options)
-    paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links, ocr)
+    paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links, ocr,
+                                                     PageTables(content, passwords) if tables else None)
     if not paragraphs:
         if ocr is None:
             why = "scanned images? silver.ocr is off"
@@ -834,4 +890,4 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         sections = sections_from_headings(paragraphs, title)
     links = section_links(sections, paragraphs, page_links)
     return ParsedDocument(title, page_count, pages_with_text, len(entries), sections, links=links,
-                          ocr_pages=ocr.pages if ocr is not None else [])
+                          ocr_pages=ocr.pages if ocr is not None else None)

@@ -30,7 +30,7 @@ from lakerag.ingest.parse_pool import (
 )
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.weights import max_sequence_tokens
-from lakerag.ingest.pdf_parse import PARSER_VERSION
+from lakerag.ingest.pdf_parse import parser_version
 from lakerag.settings import Settings
 from lakerag.lakehouse.tables import (
     ACTIVE,
@@ -51,17 +51,17 @@ PASSWORDS_ENV = "LAKERAG_PDF_PASSWORDS"
 
 def parse_documents(
     documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime,
-    limits: ParseLimits, ocr: OcrOptions | None = None,
+    limits: ParseLimits, ocr: OcrOptions | None = None, tables: bool = False,
 ) -> DataFrame:
     """Bronze documents (doc_id, source_path, file_name, content) -> staging rows, parsed and
     chunked in `workers` processes, each document within `limits`, pages without a text layer
-    read by `ocr` (None: left empty)."""
+    read by `ocr` (None: left empty), ruled tables as Markdown when `tables`."""
 
     def parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             # Largest first, so the longest documents do not start last and leave a core idle.
             batch = batch.assign(size=batch["content"].map(len)).sort_values("size", ascending=False)
-            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits, ocr)
+            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits, ocr, tables)
                     for d, c, p, f in zip(batch["doc_id"], batch["content"], batch["source_path"], batch["file_name"])]
             rows = parallel_map(parse_task, args, workers, "parse PDFs", on_crash=crashed_parse)
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_PARSE_STAGING.schema.fields])
@@ -149,7 +149,9 @@ def run_silver(
     labels = document_labels(spark.table(table["bronze_documents"]))
     outcomes = (spark.table(table["silver_documents"]).select("doc_id", "parser_version")
                 .unionByName(spark.table(table["silver_parse_failures"]).select("doc_id", "parser_version")))
-    done = outcomes.filter(F.col("parser_version") == PARSER_VERSION).select("doc_id")
+    ocr = (OcrOptions(settings.silver.ocr_dpi, settings.silver.ocr_languages, settings.silver.ocr_page_seconds)
+           if settings.silver.ocr else None)
+    done = outcomes.filter(F.col("parser_version") == parser_version(ocr, settings.silver.tables)).select("doc_id")
     keep = active.select("doc_id").join(done, "doc_id", "left_semi")
     existing = (outcomes.select("doc_id")
                 .unionByName(spark.table(table["silver_sections"]).select("doc_id"))
@@ -171,9 +173,7 @@ def run_silver(
         log.info("parsing and chunking %d documents with %d process(es)", to_parse.count(), workers)
         limits = ParseLimits(settings.silver.max_pages, settings.silver.max_parse_seconds,
                              settings.silver.max_parse_memory_mb)
-        ocr = (OcrOptions(settings.silver.ocr_dpi, settings.silver.ocr_languages, settings.silver.ocr_page_seconds)
-               if settings.silver.ocr else None)
-        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits, ocr)
+        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits, ocr, settings.silver.tables)
         parsed.write.insertInto(table["silver_parse_staging"], overwrite=True)
         staged = spark.table(table["silver_parse_staging"])
         ok = staged.filter(F.col("reason").isNull())

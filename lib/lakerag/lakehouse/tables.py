@@ -6,7 +6,9 @@ memory catalog forgets them).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -52,6 +54,9 @@ class TableSpec:
     schema: StructType
     key: tuple[str, ...]
     comment: str
+    # Scratch tables hold nothing between runs: one made by an older lakerag is dropped and
+    # recreated rather than migrated (a column inside a nested struct cannot be added in place).
+    scratch: bool = False
 
     def column_ddl(self) -> str:
         """Column list for CREATE TABLE, with comments.
@@ -141,7 +146,7 @@ SILVER_DOCUMENTS = TableSpec(
             _field("groups", ArrayType(StringType(), False), True,
                    "groups allowed to read it: those of its active bronze paths together"),
             _field("ocr_pages", ArrayType(IntegerType(), False), True,
-                   "pages read by OCR (no usable text layer), 1-based; null: parsed before OCR existed"),
+                   "pages read by OCR (no usable text layer), 1-based; null: OCR off, or parsed before OCR existed"),
         ]
     ),
     key=("doc_id", "parser_version"),
@@ -184,6 +189,8 @@ CHUNK_FIELDS = [
         _field("heading_path", ArrayType(StringType(), False), False, "heading path of the parent section"),
         _field("tags", MapType(StringType(), StringType(), True), False,
                "metadata for filters: doc_title, file_name, language"),
+        _field("chunk_kind", StringType(), True,
+               "text | table (a ruled table as Markdown, caption first, whole); null: chunked before tables"),
 ]
 SILVER_CHUNKS = TableSpec(
     name="silver_chunks",
@@ -243,6 +250,7 @@ SILVER_PARSE_STAGING = TableSpec(
     ),
     key=("doc_id", "parser_version"),
     comment="Scratch: the latest parse batch (internal)",
+    scratch=True,
 )
 
 SILVER_SECTION_SUMMARIES = TableSpec(
@@ -428,7 +436,16 @@ def ensure_tables(spark: SparkSession, lakehouse: Lakehouse, specs: Iterable[Tab
                 f"CREATE TABLE IF NOT EXISTS {name} ({spec.column_ddl()}) USING delta "
                 f"LOCATION {_sql_string(location)} COMMENT {_sql_string(spec.comment)}"
             )
-        _check_schema(spark, name, spec)
+        try:
+            _check_schema(spark, name, spec)
+        except TableSchemaMismatch:
+            if not spec.scratch:
+                raise
+            log.info("table %s: made by an older lakerag, recreated (scratch)", name)
+            spark.sql(f"DROP TABLE {name}")
+            if location is not None:
+                shutil.rmtree(location, ignore_errors=True)
+            ensure_tables(spark, lakehouse, [dataclasses.replace(spec, scratch=False)])
 
 
 def added_columns(actual: list[str], spec: TableSpec) -> list[StructField]:
