@@ -33,7 +33,7 @@ def endpoint(corpus_index, llm_delay: float, **chain):
 
 def test_sixteen_clients_with_a_valid_and_invalid_mix_get_the_right_answers_and_the_server_stays_up(corpus_index):
     with endpoint(corpus_index, llm_delay=0.02) as (base, limits):
-        report = run_load(base, limits, clients=16, seconds=5, timeout=120)
+        report = run_load(base, limits, clients=16, seconds=3, timeout=120)
     print(report.render())
     assert report.unexpected == {}, report.render()  # every valid request answered, every invalid one refused
     assert report.healthy_after
