@@ -171,13 +171,6 @@ def hocr_lines(hocr: bytes, number: int, page_height: float, scale: float,
     return lines
 
 
-def pdfium_error() -> type[Exception]:
-    """PDFium's error class (imported late: the parser imports this module only to OCR)."""
-    import pypdfium2 as pdfium
-
-    return pdfium.PdfiumError
-
-
 class PageOcr:
     """OCR of the pages of one PDF that lack a usable text layer; PDFium opens the document on
     first use, so a document whose text layer is whole never pays for it."""
@@ -188,23 +181,31 @@ class PageOcr:
         self.failed: dict[int, str] = {}  # page -> why OCR could not read it
         self._document = None
 
-    def _open(self):
+    def _open(self, page_count: int):
+        """The document in PDFium; OcrUnavailable if no password opens it or it sees other pages."""
         import pypdfium2 as pdfium
 
         error = None
         for password in (None, *self.passwords):
             try:
-                return pdfium.PdfDocument(self.content, password=password)
+                document = pdfium.PdfDocument(self.content, password=password)
+                break
             except pdfium.PdfiumError as err:
                 error = err
-        raise error
+        else:
+            raise OcrUnavailable(f"PDFium cannot open the document: {error}")
+        if len(document) != page_count:
+            document.close()
+            raise OcrUnavailable(f"PDFium sees {len(document)} pages where pypdf sees {page_count}: "
+                                 "OCR text could land on the wrong page")
+        return document
 
     def fill(self, pages: list[list[Line]]) -> dict[int, str]:
         """Replace, in place, the lines of each page without a usable text layer (empty and
         drawing an image, or made of unmapped characters) by the lines OCR reads; returns the
         pages it could not read and why."""
         started = time.monotonic()
-        unavailable = None  # a reason that holds for every page: no Tesseract, no document
+        unavailable = None  # a reason that holds for every page
         for number, lines in enumerate(pages, start=1):
             if not unusable_text(lines):
                 continue
@@ -217,20 +218,14 @@ class PageOcr:
                 continue
             try:
                 if self._document is None:
-                    self._document = self._open()
-                    if len(self._document) != len(pages):
-                        raise OcrUnavailable(f"PDFium sees {len(self._document)} pages where pypdf sees "
-                                             f"{len(pages)}: OCR text could land on the wrong page")
+                    self._document = self._open(len(pages))
                 page = self._document[number - 1]
                 if not lines and not draws_an_image(page):
                     continue  # a blank page, or vector drawing only
                 check_tesseract(self.options.languages)  # only now: a blank page needs no Tesseract
                 read = ocr_page(page, number, self.options)
-            except OcrUnavailable as err:
+            except OcrUnavailable as err:  # holds for every page: no Tesseract, no document
                 unavailable = self.failed[number] = str(err)
-                continue
-            except pdfium_error() as err:
-                unavailable = self.failed[number] = f"PDFium cannot open the document: {err}"
                 continue
             except Exception as err:  # noqa: BLE001 - a page OCR cannot read costs only itself
                 self.failed[number] = f"{type(err).__name__}: {err}"

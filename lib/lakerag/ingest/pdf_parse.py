@@ -613,7 +613,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
                 link_errors.append(f"page {number}: {err}")
         widths.append(float(page.mediabox.width))
         page_tables: list[Table] = []
-        if tables is not None and pages[-1] and rules is not None and rules.grid():
+        if tables is not None and pages[-1] and rules.grid():
             try:
                 page_tables = tables.find(number)
             except Exception as err:  # noqa: BLE001 - a table we cannot read stays as lines
@@ -658,7 +658,7 @@ def place_table(paragraphs: list[Paragraph], table: Table) -> None:
     for i in (at - 1, at):
         if 0 <= i < len(paragraphs) and CAPTION.match(paragraphs[i].text):
             caption = paragraphs.pop(i).text
-            at = min(at, i) if i < at else at
+            at = min(at, i)  # a caption above moves the table up by one
             break
     near = paragraphs[at - 1] if at > 0 else paragraphs[at] if paragraphs else None
     paragraphs.insert(at, Paragraph(markdown(table.rows, caption), table.page, table.top,
