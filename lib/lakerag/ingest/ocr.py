@@ -171,6 +171,27 @@ def hocr_lines(hocr: bytes, number: int, page_height: float, scale: float,
     return lines
 
 
+def open_document(content: bytes, passwords: tuple[str, ...], page_count: int):
+    """The document in PDFium; OcrUnavailable if no password opens it or it sees other pages
+    than pypdf (text read from it could land on the wrong page)."""
+    import pypdfium2 as pdfium
+
+    error = None
+    for password in (None, *passwords):
+        try:
+            document = pdfium.PdfDocument(content, password=password)
+            break
+        except pdfium.PdfiumError as err:
+            error = err
+    else:
+        raise OcrUnavailable(f"PDFium cannot open the document: {error}")
+    if len(document) != page_count:
+        document.close()
+        raise OcrUnavailable(f"PDFium sees {len(document)} pages where pypdf sees {page_count}: "
+                             "OCR text could land on the wrong page")
+    return document
+
+
 class PageOcr:
     """OCR of the pages of one PDF that lack a usable text layer; PDFium opens the document on
     first use, so a document whose text layer is whole never pays for it."""
@@ -180,25 +201,6 @@ class PageOcr:
         self.pages: list[int] = []  # read by OCR
         self.failed: dict[int, str] = {}  # page -> why OCR could not read it
         self._document = None
-
-    def _open(self, page_count: int):
-        """The document in PDFium; OcrUnavailable if no password opens it or it sees other pages."""
-        import pypdfium2 as pdfium
-
-        error = None
-        for password in (None, *self.passwords):
-            try:
-                document = pdfium.PdfDocument(self.content, password=password)
-                break
-            except pdfium.PdfiumError as err:
-                error = err
-        else:
-            raise OcrUnavailable(f"PDFium cannot open the document: {error}")
-        if len(document) != page_count:
-            document.close()
-            raise OcrUnavailable(f"PDFium sees {len(document)} pages where pypdf sees {page_count}: "
-                                 "OCR text could land on the wrong page")
-        return document
 
     def fill(self, pages: list[list[Line]]) -> dict[int, str]:
         """Replace, in place, the lines of each page without a usable text layer (empty and
@@ -218,7 +220,7 @@ class PageOcr:
                 continue
             try:
                 if self._document is None:
-                    self._document = self._open(len(pages))
+                    self._document = open_document(self.content, self.passwords, len(pages))
                 page = self._document[number - 1]
                 if not lines and not draws_an_image(page):
                     continue  # a blank page, or vector drawing only

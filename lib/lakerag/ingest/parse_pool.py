@@ -220,26 +220,27 @@ def _empty_row(doc_id: str, source_path: str, file_name: str, run_time: datetime
         "file_name": file_name, "title": None, "language": None, "page_count": None,
         "pages_with_text": None, "outline_entries": None, "warnings": [], "parsed_at": run_time,
         "reason": None, "message": None, "sections": [], "chunks": [], "links": [], "ocr_pages": None,
+        "layout_pages": None,
     }
 
 
 def parse_document(
     doc_id: str, content: bytes, source_path: str, file_name: str, passwords: tuple[str, ...],
     specs: list[ChunkSpec], run_time: datetime, limits: ParseLimits = ParseLimits(), ocr: OcrOptions | None = None,
-    tables: bool = False,
+    tables: bool = False, layout: bool = False,
 ) -> dict[str, Any]:
     """One bronze document -> a staging row: sections and their chunks, or a failure reason.
 
     Never raises: a document that breaks the parser or goes over a limit becomes a failure row,
     not a failed job.
     """
-    row = _empty_row(doc_id, source_path, file_name, run_time, parser_version(ocr, tables))
+    row = _empty_row(doc_id, source_path, file_name, run_time, parser_version(ocr, tables, layout))
     if ocr is not None and limits.max_seconds:
         # OCR stops in time for the parse to finish: a long scan keeps the pages it has read
         ocr = dataclasses.replace(ocr, document_seconds=0.8 * limits.max_seconds)
     try:
         with bounded(limits):
-            parsed = parse_pdf(content, file_name, passwords, limits.max_pages, ocr, tables)
+            parsed = parse_pdf(content, file_name, passwords, limits.max_pages, ocr, tables, layout)
     except ParseFailure as failure:
         return row | {"reason": failure.reason, "message": valid_unicode(failure.message)}
     except ParseOverLimit as over:
@@ -256,7 +257,8 @@ def parse_document(
     return row | {
         "title": parsed.title, "language": language, "page_count": parsed.page_count,
         "pages_with_text": parsed.pages_with_text, "outline_entries": parsed.outline_entries,
-        "warnings": [valid_unicode(w) for w in parsed.warnings], "ocr_pages": parsed.ocr_pages, "sections": sections,
+        "warnings": [valid_unicode(w) for w in parsed.warnings], "ocr_pages": parsed.ocr_pages,
+        "layout_pages": parsed.layout_pages, "sections": sections,
         "chunks": [chunk for section in sections if section["text"].strip()
                    for chunk in chunk_rows(section, specs, tags)],
         "links": link_rows(doc_id, parsed, sections),
@@ -269,7 +271,7 @@ def crashed_parse(args: tuple, message: str) -> dict[str, Any]:
     a.apply_defaults()
     doc_id, source_path, file_name, run_time = (a.arguments[k] for k in ("doc_id", "source_path", "file_name", "run_time"))
     return _empty_row(doc_id, source_path, file_name, run_time,
-                      parser_version(a.arguments["ocr"], a.arguments["tables"])) | {"reason": "worker_crashed", "message": message}
+                      parser_version(a.arguments["ocr"], a.arguments["tables"], a.arguments["layout"])) | {"reason": "worker_crashed", "message": message}
 
 
 def parse_task(args: tuple) -> dict[str, Any]:

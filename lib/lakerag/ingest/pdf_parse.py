@@ -156,6 +156,7 @@ class ParsedDocument:
     warnings: list[str] = field(default_factory=list)
     links: list = field(default_factory=list)  # section_links.SectionLink between the sections
     ocr_pages: list[int] | None = None  # pages read by OCR, 1-based; None: OCR was off
+    layout_pages: list[int] | None = None  # pages read in the layout model's order; None: it was off
     parser_version: str = PARSER_VERSION  # with the OCR and table settings: see parser_version()
 
 
@@ -582,12 +583,14 @@ def page_links(page, number: int, runs: list[Run], destinations: _Destinations) 
 
 def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
                        links: list[PageLink] | None = None, ocr=None,
-                       tables: PageTables | None = None) -> tuple[list[Paragraph], int]:
+                       tables: PageTables | None = None, layout=None) -> tuple[list[Paragraph], int]:
     """All paragraphs of a document in reading order, and the number of pages with text;
     pages that cannot be read are skipped and named in `warnings`; `links` receives the pages'
     internal link annotations; pages without a usable text layer are read by `ocr` (an
     ocr.PageOcr, which records the pages it read and why others failed) when given; ruled
-    tables found by `tables` become one Markdown paragraph each, their cells gone from the lines."""
+    tables found by `tables` become one Markdown paragraph each, their cells gone from the lines;
+    pages the heuristic reader is unsure of are read in the order of the regions `layout` (a
+    layout.PageLayout) finds."""
     pages: list[list[Line]] = []
     found: list[list[Table]] = []  # per page
     table_errors: list[str] = []
@@ -640,11 +643,19 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
         warnings.append(f"skipped the links of {len(link_errors)} page(s): " + "; ".join(link_errors[:5]))
     pages = drop_running_lines(pages)
     paragraphs: list[Paragraph] = []
-    for lines, width, page_tables in zip(pages, widths, found):
-        page_paragraphs = [paragraph for flow in reading_order(lines, width) for paragraph in paragraphs_of_flow(flow)]
+    for number, (lines, width, page_tables) in enumerate(zip(pages, widths, found), start=1):
+        flows = layout.flows(number, lines, len(pages)) if layout is not None else None
+        if flows is None:
+            flows = reading_order(lines, width)
+        page_paragraphs = [paragraph for flow in flows for paragraph in paragraphs_of_flow(flow)]
         for table in page_tables:
             place_table(page_paragraphs, table)
         paragraphs.extend(page_paragraphs)
+    if layout is not None:
+        layout.close()
+        if layout.failed and warnings is not None:
+            warnings.append(f"kept the heuristic reading order of {len(layout.failed)} uncertain page(s): "
+                            + "; ".join(f"page {n}: {why}" for n, why in list(layout.failed.items())[:5]))
     return paragraphs, sum(1 for lines in pages if lines)
 
 
@@ -822,26 +833,27 @@ def declared_page_count(reader: PdfReader) -> int | None:
         return None
 
 
-def parser_version(ocr=None, tables: bool = False) -> str:
+def parser_version(ocr=None, tables: bool = False, layout: bool = False) -> str:
     """PARSER_VERSION with the settings that change what a parse yields, so that a document
-    parsed with OCR off (or another resolution or language, or without tables) is parsed again
-    once they change."""
+    parsed with OCR off (or another resolution or language, or without tables or the layout
+    model) is parsed again once they change."""
     return "+".join([PARSER_VERSION] + ([f"ocr{ocr.dpi}-{ocr.languages}"] if ocr is not None else [])
-                    + (["tables"] if tables else []))
+                    + (["tables"] if tables else []) + (["layout"] if layout else []))
 
 
 def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0,
-              ocr=None, tables: bool = False) -> ParsedDocument:
+              ocr=None, tables: bool = False, layout: bool = False) -> ParsedDocument:
     """Parse PDF bytes into sections with paragraphs; raises ParseFailure with a reason.
 
     max_pages > 0 rejects longer documents before their pages are read; `ocr` (ocr.OcrOptions)
     reads the pages without a usable text layer, None leaves them empty; `tables` turns ruled
-    tables into Markdown paragraphs.
+    tables into Markdown paragraphs; `layout` reads the pages the heuristic reader is unsure of
+    (more than two columns) in the order of a layout model's regions.
     """
     with pypdf_warnings() as warnings:
-        document = _parse(content, file_name, passwords, max_pages, warnings, ocr, tables)
+        document = _parse(content, file_name, passwords, max_pages, warnings, ocr, tables, layout)
     document.warnings = warnings
-    document.parser_version = parser_version(ocr, tables)
+    document.parser_version = parser_version(ocr, tables, layout)
     return document
 
 
@@ -851,7 +863,7 @@ def _too_many_pages(count: int, max_pages: int) -> ParseFailure:
 
 
 def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages: int,
-           warnings: list[str], ocr_options=None, tables: bool = False) -> ParsedDocument:
+           warnings: list[str], ocr_options=None, tables: bool = False, layout: bool = False) -> ParsedDocument:
     reader = open_pdf(content, passwords)
     declared = declared_page_count(reader)
     if max_pages and declared is not None and declared > max_pages:
@@ -872,8 +884,13 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         from lakerag.ingest.ocr import PageOcr  # it builds this module's Lines
 
         ocr = PageOcr(content, passwords, ocr_options)
+    page_layout = None
+    if layout:
+        from lakerag.ingest.layout import PageLayout  # it builds this module's Lines
+
+        page_layout = PageLayout(content, passwords)
     paragraphs, pages_with_text = extract_paragraphs(reader, warnings, page_links, ocr,
-                                                     PageTables(content, passwords) if tables else None)
+                                                     PageTables(content, passwords) if tables else None, page_layout)
     if not paragraphs:
         if ocr is None:
             why = "scanned images? silver.ocr is off"
@@ -890,4 +907,5 @@ def _parse(content: bytes, file_name: str, passwords: tuple[str, ...], max_pages
         sections = sections_from_headings(paragraphs, title)
     links = section_links(sections, paragraphs, page_links)
     return ParsedDocument(title, page_count, pages_with_text, len(entries), sections, links=links,
-                          ocr_pages=ocr.pages if ocr is not None else None)
+                          ocr_pages=ocr.pages if ocr is not None else None,
+                          layout_pages=page_layout.pages if page_layout is not None else None)

@@ -51,17 +51,18 @@ PASSWORDS_ENV = "LAKERAG_PDF_PASSWORDS"
 
 def parse_documents(
     documents: DataFrame, passwords: tuple[str, ...], specs: list[ChunkSpec], workers: int, run_time: datetime,
-    limits: ParseLimits, ocr: OcrOptions | None = None, tables: bool = False,
+    limits: ParseLimits, ocr: OcrOptions | None = None, tables: bool = False, layout: bool = False,
 ) -> DataFrame:
     """Bronze documents (doc_id, source_path, file_name, content) -> staging rows, parsed and
     chunked in `workers` processes, each document within `limits`, pages without a text layer
-    read by `ocr` (None: left empty), ruled tables as Markdown when `tables`."""
+    read by `ocr` (None: left empty), ruled tables as Markdown when `tables`, uncertain pages in a
+    layout model's order when `layout`."""
 
     def parse_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             # Largest first, so the longest documents do not start last and leave a core idle.
             batch = batch.assign(size=batch["content"].map(len)).sort_values("size", ascending=False)
-            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits, ocr, tables)
+            args = [(d, bytes(c), p, f, passwords, specs, run_time, limits, ocr, tables, layout)
                     for d, c, p, f in zip(batch["doc_id"], batch["content"], batch["source_path"], batch["file_name"])]
             rows = parallel_map(parse_task, args, workers, "parse PDFs", on_crash=crashed_parse)
             yield pd.DataFrame(rows, columns=[f.name for f in SILVER_PARSE_STAGING.schema.fields])
@@ -151,7 +152,7 @@ def run_silver(
                 .unionByName(spark.table(table["silver_parse_failures"]).select("doc_id", "parser_version")))
     ocr = (OcrOptions(settings.silver.ocr_dpi, settings.silver.ocr_languages, settings.silver.ocr_page_seconds)
            if settings.silver.ocr else None)
-    done = outcomes.filter(F.col("parser_version") == parser_version(ocr, settings.silver.tables)).select("doc_id")
+    done = outcomes.filter(F.col("parser_version") == parser_version(ocr, settings.silver.tables, settings.silver.layout)).select("doc_id")
     keep = active.select("doc_id").join(done, "doc_id", "left_semi")
     existing = (outcomes.select("doc_id")
                 .unionByName(spark.table(table["silver_sections"]).select("doc_id"))
@@ -173,7 +174,8 @@ def run_silver(
         log.info("parsing and chunking %d documents with %d process(es)", to_parse.count(), workers)
         limits = ParseLimits(settings.silver.max_pages, settings.silver.max_parse_seconds,
                              settings.silver.max_parse_memory_mb)
-        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits, ocr, settings.silver.tables)
+        parsed = parse_documents(to_parse, passwords, specs, workers, run_time, limits, ocr, settings.silver.tables,
+                                 settings.silver.layout)
         parsed.write.insertInto(table["silver_parse_staging"], overwrite=True)
         staged = spark.table(table["silver_parse_staging"])
         ok = staged.filter(F.col("reason").isNull())

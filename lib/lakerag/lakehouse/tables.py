@@ -147,6 +147,9 @@ SILVER_DOCUMENTS = TableSpec(
                    "groups allowed to read it: those of its active bronze paths together"),
             _field("ocr_pages", ArrayType(IntegerType(), False), True,
                    "pages read by OCR (no usable text layer), 1-based; null: OCR off, or parsed before OCR existed"),
+            _field("layout_pages", ArrayType(IntegerType(), False), True,
+                   "pages read in a layout model's region order (the heuristic reader was unsure), 1-based; "
+                   "null: the layout model off, or parsed before it existed"),
         ]
     ),
     key=("doc_id", "parser_version"),
@@ -238,7 +241,7 @@ SILVER_PARSE_STAGING = TableSpec(
     name="silver_parse_staging",
     schema=StructType(
         [StructField(f.name, f.dataType, True, f.metadata) for f in SILVER_DOCUMENTS.schema.fields
-         if f.name not in ("groups", "ocr_pages")] + [
+         if f.name not in ("groups", "ocr_pages", "layout_pages")] + [
             _field("reason", StringType(), True, "failure reason, null when parsed"),
             _field("message", StringType(), True, "failure message"),
             _field("sections", ArrayType(StructType(SECTION_FIELDS), False), False, "the document's sections"),
@@ -246,6 +249,7 @@ SILVER_PARSE_STAGING = TableSpec(
             _field("links", ArrayType(StructType(LINK_FIELDS), False), False, "the edges between its sections"),
             # last, like in silver_documents: a staging table made by an older lakerag widens
             SILVER_DOCUMENTS.schema["ocr_pages"],
+            SILVER_DOCUMENTS.schema["layout_pages"],
         ]
     ),
     key=("doc_id", "parser_version"),

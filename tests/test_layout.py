@@ -1,0 +1,73 @@
+"""The layout model for pages the heuristic reader is unsure of: a three-column page's paragraphs
+come out in order, one- and two-column pages never pay for the model, and a page the model
+cannot read keeps the heuristic order and says why."""
+from __future__ import annotations
+
+from lakerag.ingest import layout
+from lakerag.ingest.layout import column_count, uncertain, xy_cut
+from lakerag.ingest.pdf_parse import Line, Run, parse_pdf
+from tests.bad_inputs import good, three_column_pdf
+
+COLUMNS = [[f"Station {c} paragraph {p}: the wind came from the west and the sensors logged it every ten "
+            "minutes for the whole week." for p in (1, 2)] for c in (1, 2, 3)]
+IN_ORDER = [f"Station {c} paragraph {p}" for c in (1, 2, 3) for p in (1, 2)]
+
+
+def opening_words(document) -> list[str]:
+    return [p.text[:len("Station 1 paragraph 1")] for s in document.sections for p in s.paragraphs
+            if p.text.startswith("Station")]
+
+
+def line(x0: float, y: float, *pieces: tuple[float, str]) -> Line:
+    """A line of 10-pt runs: the first at x0, then each (x, text)."""
+    runs = [Run(x, y, 10.0, False, text, x + 5.0 * len(text)) for x, text in ((x0, ""), *pieces) if text]
+    return Line(runs, 1)
+
+
+def test_a_three_column_pages_paragraphs_come_out_in_order_with_the_layout_model():
+    pdf = three_column_pdf(COLUMNS)  # drawn row by row across the columns
+    heuristic = parse_pdf(pdf, "stations.pdf")
+    assert opening_words(heuristic) != IN_ORDER  # the baseline: two columns at most
+    document = parse_pdf(pdf, "stations.pdf", layout=True)
+    assert opening_words(document) == IN_ORDER
+    assert document.layout_pages == [1] and document.parser_version.endswith("+layout")
+    assert document.sections[0].title == "Field notes from three stations"
+
+
+def test_a_one_column_page_never_runs_the_model(monkeypatch):
+    monkeypatch.setattr(layout, "page_regions", lambda page: 1 / 0)
+    document = parse_pdf(good(), "good.pdf", layout=True)
+    assert document.layout_pages == [] and document.warnings == []
+
+
+def test_a_page_the_model_cannot_read_keeps_the_heuristic_order_and_says_why(monkeypatch):
+    def broken(page):
+        raise RuntimeError("onnx session died")
+
+    monkeypatch.setattr(layout, "page_regions", broken)
+    document = parse_pdf(three_column_pdf(COLUMNS), "stations.pdf", layout=True)
+    assert document.layout_pages == []
+    assert document.warnings == ["kept the heuristic reading order of 1 uncertain page(s): "
+                                 "page 1: RuntimeError: onnx session died"]
+    # the heuristic order: columns 2 and 3 read across as one
+    assert opening_words(document) == ["Station 1 paragraph 1", "Station 1 paragraph 2",
+                                       "Station 2 paragraph 1", "Station 2 paragraph 2"]
+
+
+def test_justified_lines_are_one_column_and_three_side_by_side_are_three():
+    # one column, each line split by group_lines at a different wide word gap
+    justified = [line(72, 700 - 12 * i, (72, "a justified line of"), (200 + 15 * i, "text that goes on")) for i in range(8)]
+    assert column_count(justified) == 1 and uncertain(justified) is None
+    three = [line(0, 700 - 12 * i, (x, "column text here")) for i in range(6) for x in (72, 237, 402)]
+    assert column_count(three) == 3 and uncertain(three) == "3 columns"
+
+
+def test_xy_cut_reads_columns_left_to_right_under_a_full_width_title():
+    boxes = [  # (x0, bottom, x1, top), user space
+        (300, 500, 400, 600),  # 0: right column, top
+        (72, 620, 400, 650),   # 1: title over both columns
+        (72, 500, 180, 600),   # 2: left column, top
+        (72, 380, 180, 480),   # 3: left column, bottom
+        (300, 380, 400, 480),  # 4: right column, bottom
+    ]
+    assert xy_cut(boxes, list(range(5))) == [1, 2, 3, 0, 4]
