@@ -21,7 +21,16 @@ accuracy is the share of known cells whose Markdown cell (whitespace-normalised)
 table that is not found counting all its cells wrong. The baseline is the parser with tables
 off, where no cell is a cell (0%).
 
-    .venv/bin/python bench/extraction.py [--pages 10] [--scan-dpi 300] [--tables 20]
+Reading order: --layout-pages generated pages with a full-width title over three columns of
+1-3 paragraphs each (tests/bad_inputs.three_column_pdf, drawn row by row across the columns as
+some layout programs write them), parsed with silver.layout on and off; the share of paragraphs
+in the right order is the share whose predecessor in the output (by their "Station c paragraph
+p" labels, in the order they appear) is their predecessor on the page. The baseline is the
+heuristic reader (silver.layout off). The two-column guides never reach the layout model (its
+trigger is three or more columns), so their reading order is the heuristic reader's either way;
+an order written by hand for them is not part of this benchmark.
+
+    .venv/bin/python bench/extraction.py [--pages 10] [--scan-dpi 300] [--tables 20] [--layout-pages 30]
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ import io
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import time
@@ -41,7 +51,7 @@ from rapidfuzz.distance import Levenshtein
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.bad_inputs builds the table pages
 from common import CORPUS, write_result  # noqa: E402
-from tests.bad_inputs import ruled_table_pdf  # noqa: E402
+from tests.bad_inputs import ruled_table_pdf, three_column_pdf  # noqa: E402
 
 from lakerag.ingest.ocr import OcrOptions, PageOcr  # noqa: E402
 from lakerag.ingest.pdf_parse import ParseFailure, group_lines, open_pdf, page_runs, parse_pdf  # noqa: E402
@@ -51,6 +61,9 @@ from lakerag.settings import Settings  # noqa: E402
 MANUALS = ("R-data.pdf", "R-intro.pdf", "debian-faq.pdf")
 GOAL_CER = 0.03
 GOAL_CELLS = 0.90
+LABEL = re.compile(r"Station (\d) paragraph (\d)")
+FILLER = ["the wind came from the west", "the sensors logged it every ten minutes", "rain fell after dark",
+          "the battery held for the whole week", "a technician replaced the mast", "readings were sent at noon"]
 WORDS = ["dpkg", "apt", "aptitude", "stable", "testing", "unstable", "main", "contrib", "amd64", "arm64",
          "mirror", "security", "Release", "Packages", "sources.list"]
 
@@ -79,6 +92,38 @@ def table_accuracy(count: int) -> dict:
             "baseline_without_tables": 0.0}
 
 
+def in_order_share(document, truth: list[tuple[str, str]]) -> float:
+    """Share of the labelled paragraphs whose predecessor in the output is their predecessor on the page."""
+    text = "\n".join(p.text for s in document.sections for p in s.paragraphs)
+    seen = LABEL.findall(text)
+    before = dict(zip(seen, [None] + seen[:-1]))
+    right = dict(zip(truth, [None] + truth[:-1]))
+    return sum(1 for label in truth if label in before and before[label] == right[label]) / len(truth)
+
+
+def reading_order(count: int) -> dict:
+    """Share of paragraphs in order on `count` generated three-column pages, silver.layout on and off."""
+    rng = random.Random(0)
+    shares: dict[bool, list[float]] = {False: [], True: []}
+    seconds = {False: 0.0, True: 0.0}
+    layout_pages = 0
+    for n in range(count):
+        columns = [[f"Station {c} paragraph {p}: " + ", ".join(rng.sample(FILLER, rng.randint(2, 5))) + "."
+                    for p in range(1, rng.randint(1, 3) + 1)] for c in range(1, 4)]
+        truth = [(str(c), str(p)) for c, paragraphs in enumerate(columns, start=1) for p in range(1, len(paragraphs) + 1)]
+        pdf = three_column_pdf(columns)
+        for layout in (False, True):
+            started = time.perf_counter()
+            document = parse_pdf(pdf, f"columns{n}.pdf", layout=layout)
+            seconds[layout] += time.perf_counter() - started
+            shares[layout].append(in_order_share(document, truth))
+            layout_pages += len(document.layout_pages or [])
+    return {"pages": count, "layout_model_pages": layout_pages,
+            "in_order_heuristic": statistics.fmean(shares[False]), "in_order_layout": statistics.fmean(shares[True]),
+            "seconds_per_page_heuristic": seconds[False] / count, "seconds_per_page_layout": seconds[True] / count,
+            "note": "generated pages; the first layout page includes loading the model"}
+
+
 def layer_text(reader, number: int) -> str:
     """A page's text layer as the parser reads it, whitespace-normalised."""
     return " ".join(line.text for line in group_lines(page_runs(reader.pages[number - 1]), number))
@@ -98,6 +143,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="pages per manual")
     parser.add_argument("--scan-dpi", type=int, default=300, help="resolution of the simulated scan")
     parser.add_argument("--tables", type=int, default=20, help="generated ruled tables for cell accuracy")
+    parser.add_argument("--layout-pages", type=int, default=30, help="generated three-column pages for reading order")
     parser.add_argument("--ocr-dpi", type=int, default=0, help="OCR resolution (0: silver.ocr_dpi); results "
                         "of another value go to extraction-ocr<dpi>.json")
     args = parser.parse_args()
@@ -157,6 +203,11 @@ def main() -> None:
     print(f"\nTables (silver.tables on) on {tables['tables']} generated ruled tables: {tables['found']} found, "
           f"cell accuracy {tables['cell_accuracy']:.3f} of {tables['cells']} cells; goal >= {GOAL_CELLS}: "
           f"{'met' if tables['goal_met'] else 'NOT met'}; baseline (tables off): 0 cells as cells")
+    result["reading_order"] = order = reading_order(args.layout_pages)
+    print(f"\nReading order on {order['pages']} generated three-column pages: paragraphs in order "
+          f"{order['in_order_layout']:.3f} with silver.layout ({order['layout_model_pages']} pages through the model, "
+          f"{order['seconds_per_page_layout']:.2f} s a page) against {order['in_order_heuristic']:.3f} for the "
+          f"heuristic reader (baseline, {order['seconds_per_page_heuristic']:.3f} s a page)")
     write_result("extraction" if options.dpi == silver.ocr_dpi else f"extraction-ocr{options.dpi}", result)
 
 

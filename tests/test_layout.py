@@ -71,3 +71,8 @@ def test_xy_cut_reads_columns_left_to_right_under_a_full_width_title():
         (300, 380, 400, 480),  # 4: right column, bottom
     ]
     assert xy_cut(boxes, list(range(5))) == [1, 2, 3, 0, 4]
+    # a full-width figure between two bands of columns ends the first band
+    boxes += [(72, 300, 400, 360),  # 5: figure
+              (72, 200, 180, 280),  # 6: left column under it
+              (300, 200, 400, 280)]  # 7: right column under it
+    assert xy_cut(boxes, list(range(8))) == [1, 2, 3, 0, 4, 5, 6, 7]

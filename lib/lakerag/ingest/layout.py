@@ -65,7 +65,7 @@ def column_count(lines: list[Line]) -> int:
             cuts.append(left + x)
         width = 0
     starts = Counter(sum(1 for cut in cuts if line.x0 >= cut - 1) for line in body)
-    return sum(1 for n in starts.values() if n >= max(3, 0.15 * len(body)))
+    return sum(1 for n in starts.values() if n >= max(3, 0.08 * len(body)))
 
 
 def uncertain(lines: list[Line]) -> str | None:
@@ -104,27 +104,29 @@ def flows_by_regions(lines: list[Line], regions: list[Region]) -> list[list[Line
 def xy_cut(boxes: list[tuple[float, float, float, float]], items: list[int]) -> list[int]:
     """Reading order of boxes (x0, bottom, x1, top): split at vertical gutters that no box
     crosses (left to right), else into horizontal bands (top to bottom), recursively; boxes that
-    cannot be split are read top to bottom. Consecutive bands that have columns are kept
-    together, so that paragraph gaps that happen to line up across columns do not make the
-    page read row by row."""
+    cannot be split are read top to bottom. A band joins the bands above it while together they
+    still have a gutter, so that paragraph gaps that happen to line up across columns do not
+    make the page read row by row; a full-width title or figure ends such a group."""
     if len(items) <= 1:
         return items
-    columns = _split(items, lambda i: boxes[i][0], lambda i: boxes[i][2])
+    columns = _columns(boxes, items)
     if len(columns) > 1:
         return [item for column in columns for item in xy_cut(boxes, column)]
     bands = _split(items, lambda i: -boxes[i][3], lambda i: -boxes[i][1])
     if len(bands) == 1:
         return sorted(items, key=lambda i: (-boxes[i][3], boxes[i][0]))
-    groups: list[tuple[list[int], bool]] = []
-    for band in bands:
-        has_columns = len(_split(band, lambda i: boxes[i][0], lambda i: boxes[i][2])) > 1
-        if groups and has_columns and groups[-1][1]:
-            groups[-1][0].extend(band)
+    groups: list[list[int]] = [bands[0]]
+    for band in bands[1:]:
+        if len(_columns(boxes, groups[-1] + band)) > 1:
+            groups[-1] = groups[-1] + band
         else:
-            groups.append((list(band), has_columns))
-    if len(groups) == 1:  # together they have no gutter: read band by band
-        groups = [(band, False) for band in bands]
-    return [item for group, _ in groups for item in xy_cut(boxes, group)]
+            groups.append(band)
+    # each group is smaller than `items`: all of them together have no gutter
+    return [item for group in groups for item in xy_cut(boxes, group)]
+
+
+def _columns(boxes: list[tuple[float, float, float, float]], items: list[int]) -> list[list[int]]:
+    return _split(items, lambda i: boxes[i][0], lambda i: boxes[i][2])
 
 
 def _split(items: list[int], start, end) -> list[list[int]]:
