@@ -70,11 +70,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="silver.parse_workers (default 0 = auto)")
     parser.add_argument("--tables", action="store_true",
                         help="silver.tables on (ruled tables as Markdown); results go to silver-tables.json")
+    parser.add_argument("--no-layout", action="store_true",
+                        help="silver.layout off (no layout model); results go to silver-nolayout.json")
     args = parser.parse_args()
     os.environ.setdefault("RUST_LOG", "error")
     base = load_settings(REPO / "conf" / "pipeline.yml")
     settings = dataclasses.replace(base, silver=dataclasses.replace(base.silver, parse_workers=args.workers,
-                                                                     tables=args.tables or base.silver.tables))
+                                                                     tables=args.tables or base.silver.tables,
+                                                                     layout=base.silver.layout and not args.no_layout))
     with tempfile.TemporaryDirectory() as root:
         results = {}
         with spark_session("sail", Lakehouse("bench", "cold", Path(root))) as spark:
@@ -91,6 +94,7 @@ def main() -> None:
     print(f"corpus: {len(paths)} parsed PDFs, {plain_pages} pages; {os.cpu_count()} cores")
     print(f"plain pypdf extract_text, 1 process: {plain_s:.2f} s = {plain_rate:.1f} pages/s (baseline)")
     report = {"cores": os.cpu_count(), "workers": args.workers, "tables": settings.silver.tables,
+              "layout": settings.silver.layout,
               "ocr": settings.silver.ocr, "pdfs": len(paths), "pages": plain_pages,
               "plain_pypdf_s": round(plain_s, 2), "plain_pages_per_s": round(plain_rate, 1),
               "machine": f"{platform.machine()}, Python {platform.python_version()}"}
@@ -106,7 +110,8 @@ def main() -> None:
         report[name] = {"seconds": round(run["seconds"], 2), "pages_per_s": round(rate, 1),
                         "ratio": round(rate / plain_rate, 2), "main_cpu_s": round(run["main_cpu_s"], 1),
                         "workers_cpu_s": round(workers_cpu, 1)}
-    out = REPO / "bench" / "results" / ("silver-tables.json" if args.tables else "silver.json")
+    name = "silver" + ("-tables" if args.tables else "") + ("-nolayout" if args.no_layout else "")
+    out = REPO / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
 
