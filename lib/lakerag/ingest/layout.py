@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
+from lakerag.ingest.ocr import MAX_PIXELS, open_document
 from lakerag.ingest.pdf_parse import Line
 
 # The model resizes every page to 800x608, so rendering finer than this only costs time.
@@ -43,7 +44,7 @@ class Region:
 
 def column_count(lines: list[Line]) -> int:
     """Columns of body text: the strips between gutters (x ranges at least MIN_GUTTER wide that
-    at most 5% of the lines cross: a full-width title may) where at least 15% of the lines, and
+    at most 5% of the lines cross: a full-width title may) where at least 8% of the lines, and
     3, start. Gaps between the words of justified lines move from line to line, so they are no
     gutter; a code line's gap or a short label starts too few lines to make a column."""
     body = [line for line in lines if len(line.text.strip()) >= 8]
@@ -157,7 +158,7 @@ def page_regions(page) -> list[Region]:
     """The regions of a PDFium page, in user space; page rotation 0 only (the caller checks)."""
     width, height = page.get_size()
     left, bottom, _, _ = page.get_cropbox()
-    scale = RENDER_DPI / 72
+    scale = min(RENDER_DPI / 72, (MAX_PIXELS / max(width * height, 1.0)) ** 0.5)  # a poster is scaled down
     image = page.render(scale=scale).to_numpy()
     found = _model()(image)
     return [Region(label, float(score), left + x0 / scale, bottom + height - y1 / scale,
@@ -181,8 +182,6 @@ class PageLayout:
             return None
         try:
             if self._document is None:
-                from lakerag.ingest.ocr import open_document
-
                 self._document = open_document(self.content, self.passwords, page_count)
             page = self._document[number - 1]
             if page.get_rotation():
