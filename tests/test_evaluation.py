@@ -416,7 +416,7 @@ def test_evaluation_asks_as_a_reader_of_every_group_a_document_carries(spark, la
     from lakerag.lakehouse.tables import SILVER_DOCUMENTS
 
     now = datetime.now(timezone.utc)
-    rows = [(doc, "v", f"/l/{doc}.pdf", f"{doc}.pdf", doc, "en", 1, 1, 0, [], now, groups, None)
+    rows = [(doc, "v", f"/l/{doc}.pdf", f"{doc}.pdf", doc, "en", 1, 1, 0, [], now, groups, None, None)
             for doc, groups in (("pay", ["hr"]), ("law", ["hr", "legal"]), ("faq", ["users"]))]
     spark.createDataFrame(rows, SILVER_DOCUMENTS.schema).write.insertInto(lakehouse.table(SILVER_DOCUMENTS.name))
     assert evaluator(spark, lakehouse) == Identity("lakerag-evaluation", ("hr", "legal", "users"))
