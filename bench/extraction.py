@@ -21,12 +21,19 @@ accuracy is the share of known cells whose Markdown cell (whitespace-normalised)
 table that is not found counting all its cells wrong. The baseline is the parser with tables
 off, where no cell is a cell (0%).
 
-Reading order: --layout-pages generated pages with a full-width title over three columns of
-1-3 paragraphs each (tests/bad_inputs.three_column_pdf, drawn row by row across the columns as
-some layout programs write them), parsed with silver.layout on and off; the share of paragraphs
-in the right order is the share whose predecessor in the output (by their "Station c paragraph
-p" labels, in the order they appear) is their predecessor on the page. The baseline is the
-heuristic reader (silver.layout off). On three pages of the two-column guides (data/corpus/
+Reading order: --layout-pages generated pages of each kind the heuristic reader is unsure of
+(tests/bad_inputs): a full-width title over three columns of 1-3 paragraphs each
+(three_column_pdf, drawn row by row across the columns, as some layout programs write them); a
+shaded, framed callout box of 1-2 paragraphs with 2-4 body paragraphs beside and below it
+(callout_pdf, drawn row by row across box and text); one column of 3-6 paragraphs drawn in a
+shuffled order (shuffled_pdf). Each is parsed with silver.layout on and off; the share of
+paragraphs in the right order is the share whose predecessor in the output (by their "Station c
+paragraph p" labels, in the order they appear) is their predecessor on the page, the callout and
+the body counting as blocks that may come in either order; a paragraph is intact when its words
+come out together in one stretch of the output (a box's lines read into the text beside it
+break both). The baseline is the heuristic reader
+(silver.layout off). The corpus's pages that reach the layout model in silver are listed with
+the reason the trigger gives. On three pages of the two-column guides (data/corpus/
 two-column, one page each) the paragraph openings were written down by hand in reading order
 (GUIDE_ORDER); the page's paragraphs are read by the heuristic reader and, forced, by the layout
 model's regions (the guides never reach it in silver: its trigger is three or more columns), and
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import platform
 import random
@@ -55,18 +63,19 @@ from rapidfuzz.distance import Levenshtein
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.bad_inputs builds the table pages
 from common import CORPUS, write_result  # noqa: E402
-from tests.bad_inputs import ruled_table_pdf, three_column_pdf  # noqa: E402
+from tests.bad_inputs import callout_pdf, ruled_table_pdf, shuffled_pdf, three_column_pdf  # noqa: E402
 
-from lakerag.ingest.layout import flows_by_regions, page_regions  # noqa: E402
+from lakerag.ingest.layout import PageLayout, flows_by_regions, page_regions  # noqa: E402
 from lakerag.ingest.ocr import OcrOptions, PageOcr  # noqa: E402
-from lakerag.ingest.pdf_parse import (ParseFailure, group_lines, open_pdf, page_runs,  # noqa: E402
-                                      paragraphs_of_flow, parse_pdf, reading_order)
+from lakerag.ingest.pdf_parse import (ParseFailure, extract_paragraphs, group_lines, open_pdf,  # noqa: E402
+                                      page_runs, paragraphs_of_flow, parse_pdf, reading_order)
 from lakerag.markdown_tables import is_table  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
 
 MANUALS = ("R-data.pdf", "R-intro.pdf", "debian-faq.pdf")
 GOAL_CER = 0.03
 GOAL_CELLS = 0.90
+KINDS = ("three columns", "callout box", "drawn out of order")
 LABEL = re.compile(r"Station (\d) paragraph (\d)")
 FILLER = ["the wind came from the west", "the sensors logged it every ten minutes", "rain fell after dark",
           "the battery held for the whole week", "a technician replaced the mast", "readings were sent at noon"]
@@ -168,36 +177,93 @@ def guide_order() -> dict:
             "in_order_layout_forced": counts["layout"] / total, "per_page": pages}
 
 
-def in_order_share(document, truth: list[tuple[str, str]]) -> float:
-    """Share of the labelled paragraphs whose predecessor in the output is their predecessor on the page."""
-    text = "\n".join(p.text for s in document.sections for p in s.paragraphs)
-    seen = LABEL.findall(text)
+def in_order_share(document, blocks: list[list[tuple[str, str]]]) -> float:
+    """Share of the labelled paragraphs whose predecessor in the output is their predecessor on
+    the page, where the page's paragraphs are `blocks` (a callout and the body beside it) that
+    may be read in either order: the better order counts."""
+    seen = LABEL.findall("\n".join(p.text for s in document.sections for p in s.paragraphs))
     before = dict(zip(seen, [None] + seen[:-1]))
-    right = dict(zip(truth, [None] + truth[:-1]))
-    return sum(1 for label in truth if label in before and before[label] == right[label]) / len(truth)
+    best = 0.0
+    for order in itertools.permutations(blocks):
+        truth = [label for block in order for label in block]
+        right = dict(zip(truth, [None] + truth[:-1]))
+        best = max(best, sum(1 for label in truth if label in before and before[label] == right[label]) / len(truth))
+    return best
 
 
-def three_column_order(count: int) -> dict:
-    """Share of paragraphs in order on `count` generated three-column pages, silver.layout on and off."""
+def intact_share(document, paragraphs: list[str]) -> float:
+    """Share of the page's paragraphs whose words come out together, in one stretch of the text:
+    lines of a box read into the text beside it break both."""
+    text = " ".join(" ".join(p.text.split()) for s in document.sections for p in s.paragraphs)
+    return sum(1 for paragraph in paragraphs if " ".join(paragraph.split()) in text) / len(paragraphs)
+
+
+def _paragraphs(rng: random.Random, station: int, count: int) -> list[str]:
+    return [f"Station {station} paragraph {p}: " + ", ".join(rng.sample(FILLER, rng.randint(2, 5))) + "."
+            for p in range(1, count + 1)]
+
+
+def uncertain_page(kind: str, rng: random.Random) -> tuple[bytes, list[list[tuple[str, str]]], list[str]]:
+    """A generated page of `kind`, its labelled paragraphs in blocks (see in_order_share) and
+    their texts."""
+    if kind == "three columns":
+        columns = [_paragraphs(rng, c, rng.randint(1, 3)) for c in range(1, 4)]
+        return three_column_pdf(columns), [[(str(c), str(p)) for c, paragraphs in enumerate(columns, start=1)
+                                             for p in range(1, len(paragraphs) + 1)]], sum(columns, [])
+    if kind == "callout box":
+        body, callout = _paragraphs(rng, 1, rng.randint(2, 4)), _paragraphs(rng, 9, rng.randint(1, 2))
+        return callout_pdf(body, callout), [[("1", str(p)) for p in range(1, len(body) + 1)],
+                                            [("9", str(p)) for p in range(1, len(callout) + 1)]], body + callout
+    body = _paragraphs(rng, 1, rng.randint(3, 6))
+    order = list(range(len(body)))
+    while order == sorted(order):
+        rng.shuffle(order)
+    return shuffled_pdf(body, order), [[("1", str(p)) for p in range(1, len(body) + 1)]], body
+
+
+def layout_order(count: int) -> dict:
+    """Share of paragraphs in order on `count` generated pages of each kind the heuristic reader
+    is unsure of, silver.layout on and off."""
     rng = random.Random(0)
-    shares: dict[bool, list[float]] = {False: [], True: []}
-    seconds = {False: 0.0, True: 0.0}
-    layout_pages = 0
-    for n in range(count):
-        columns = [[f"Station {c} paragraph {p}: " + ", ".join(rng.sample(FILLER, rng.randint(2, 5))) + "."
-                    for p in range(1, rng.randint(1, 3) + 1)] for c in range(1, 4)]
-        truth = [(str(c), str(p)) for c, paragraphs in enumerate(columns, start=1) for p in range(1, len(paragraphs) + 1)]
-        pdf = three_column_pdf(columns)
-        for layout in (False, True):
-            started = time.perf_counter()
-            document = parse_pdf(pdf, f"columns{n}.pdf", layout=layout)
-            seconds[layout] += time.perf_counter() - started
-            shares[layout].append(in_order_share(document, truth))
-            layout_pages += len(document.layout_pages or [])
-    return {"pages": count, "layout_model_pages": layout_pages,
-            "in_order_heuristic": statistics.fmean(shares[False]), "in_order_layout": statistics.fmean(shares[True]),
-            "seconds_per_page_heuristic": seconds[False] / count, "seconds_per_page_layout": seconds[True] / count,
-            "note": "generated pages; the first layout page includes loading the model"}
+    result = {}
+    for kind in KINDS:
+        shares: dict[bool, list[float]] = {False: [], True: []}
+        intact: dict[bool, list[float]] = {False: [], True: []}
+        seconds = {False: 0.0, True: 0.0}
+        layout_pages = 0
+        for n in range(count):
+            pdf, blocks, texts = uncertain_page(kind, rng)
+            for layout in (False, True):
+                started = time.perf_counter()
+                document = parse_pdf(pdf, f"page{n}.pdf", layout=layout)
+                seconds[layout] += time.perf_counter() - started
+                shares[layout].append(in_order_share(document, blocks))
+                intact[layout].append(intact_share(document, texts))
+                layout_pages += len(document.layout_pages or [])
+        result[kind] = {"pages": count, "layout_model_pages": layout_pages,
+                        "in_order_heuristic": statistics.fmean(shares[False]),
+                        "in_order_layout": statistics.fmean(shares[True]),
+                        "intact_heuristic": statistics.fmean(intact[False]),
+                        "intact_layout": statistics.fmean(intact[True]),
+                        "seconds_per_page_heuristic": seconds[False] / count,
+                        "seconds_per_page_layout": seconds[True] / count}
+    result["note"] = "generated pages; the first layout page includes loading the model"
+    return result
+
+
+def corpus_triggers() -> dict:
+    """The corpus's pages that reach the layout model in silver, with the trigger's reason."""
+    found = {}
+    for path in sorted(CORPUS.rglob("*.pdf")):
+        content = path.read_bytes()
+        try:
+            reader = open_pdf(content)
+        except ParseFailure:
+            continue  # the password-protected edge case
+        layout = PageLayout(content, ())
+        extract_paragraphs(reader, [], layout=layout)
+        found.update({f"{path.name} p{number}": why for number, why in layout.reasons.items()})
+    return found
 
 
 def layer_text(reader, number: int) -> str:
@@ -219,7 +285,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="pages per manual")
     parser.add_argument("--scan-dpi", type=int, default=300, help="resolution of the simulated scan")
     parser.add_argument("--tables", type=int, default=20, help="generated ruled tables for cell accuracy")
-    parser.add_argument("--layout-pages", type=int, default=30, help="generated three-column pages for reading order")
+    parser.add_argument("--layout-pages", type=int, default=30, help="generated pages of each uncertain kind "
+                        "(three columns, a callout box beside text, drawn out of order) for reading order")
     parser.add_argument("--ocr-dpi", type=int, default=0, help="OCR resolution (0: silver.ocr_dpi); results "
                         "of another value go to extraction-ocr<dpi>.json")
     args = parser.parse_args()
@@ -279,11 +346,19 @@ def main() -> None:
     print(f"\nTables (silver.tables on) on {tables['tables']} generated ruled tables: {tables['found']} found, "
           f"cell accuracy {tables['cell_accuracy']:.3f} of {tables['cells']} cells; goal >= {GOAL_CELLS}: "
           f"{'met' if tables['goal_met'] else 'NOT met'}; baseline (tables off): 0 cells as cells")
-    result["reading_order"] = order = three_column_order(args.layout_pages)
-    print(f"\nReading order on {order['pages']} generated three-column pages: paragraphs in order "
-          f"{order['in_order_layout']:.3f} with silver.layout ({order['layout_model_pages']} pages through the model, "
-          f"{order['seconds_per_page_layout']:.2f} s a page) against {order['in_order_heuristic']:.3f} for the "
-          f"heuristic reader (baseline, {order['seconds_per_page_heuristic']:.3f} s a page)")
+    result["reading_order"] = order = layout_order(args.layout_pages)
+    print(f"\nReading order on generated pages the heuristic reader is unsure of, {args.layout_pages} of each "
+          "kind: paragraphs in order with silver.layout against the heuristic reader (the baseline)")
+    for kind in KINDS:
+        row = order[kind]
+        print(f"  {kind}: in order {row['in_order_layout']:.3f}, intact {row['intact_layout']:.3f} with the layout "
+              f"model ({row['layout_model_pages']} pages through it, {row['seconds_per_page_layout']:.2f} s a page); "
+              f"heuristic {row['in_order_heuristic']:.3f}, intact {row['intact_heuristic']:.3f} "
+              f"({row['seconds_per_page_heuristic']:.3f} s a page)")
+    result["corpus_triggers"] = triggers = corpus_triggers()
+    print(f"Corpus pages that reach the layout model: {len(triggers)}")
+    for page, why in triggers.items():
+        print(f"  {page}: {why}")
     result["guide_order"] = guides = guide_order()
     print(f"Reading order on {len(guides['per_page'])} two-column guide pages ({guides['openings']} paragraph "
           f"openings ordered by hand): {guides['in_order_heuristic']:.3f} in order for the heuristic reader "

@@ -164,26 +164,27 @@ def injection_document() -> bytes:
     return one_page(stream(content))
 
 
+def _text(size: int, x: float, y: float, words: str) -> bytes:
+    return b"BT /F1 %d Tf %g %g Td (%s) Tj ET" % (size, x, y, words.encode())
+
+
 def ruled_table_pdf(rows: list[list[str]], caption: str = "", before: str = "", after: str = "",
                     heading: str = "Release notes") -> bytes:
     """A page with a heading, a paragraph, a ruled grid of `rows` (the first is the header) under
     its caption, and a paragraph after: a table whose every cell is known (tests, bench/extraction.py)."""
-    def text(size: int, x: float, y: float, words: str) -> bytes:
-        return b"BT /F1 %d Tf %g %g Td (%s) Tj ET" % (size, x, y, words.encode())
-
     width = max(len(row) for row in rows)
     column = 450 // width
     xs = [72 + column * i for i in range(width + 1)]
     ys = [600 - 20 * i for i in range(len(rows) + 1)]
     rules = [b"%d %d m %d %d l S" % (x, ys[0], x, ys[-1]) for x in xs]
     rules += [b"%d %d m %d %d l S" % (xs[0], y, xs[-1], y) for y in ys]
-    cells = [text(10, xs[c] + 4, ys[r] - 14, word) for r, row in enumerate(rows) for c, word in enumerate(row)]
+    cells = [_text(10, xs[c] + 4, ys[r] - 14, word) for r, row in enumerate(rows) for c, word in enumerate(row)]
     content = b"\n".join([
-        text(18, 72, 720, heading),
-        text(11, 72, 690, before or "The release ships the package tools listed below, each with its version."),
-        *([text(11, 72, 620, caption)] if caption else []),
+        _text(18, 72, 720, heading),
+        _text(11, 72, 690, before or "The release ships the package tools listed below, each with its version."),
+        *([_text(11, 72, 620, caption)] if caption else []),
         *rules, *cells,
-        text(11, 72, ys[-1] - 30, after or "Older versions remain in the archive for one release cycle."),
+        _text(11, 72, ys[-1] - 30, after or "Older versions remain in the archive for one release cycle."),
     ])
     return one_page(stream(content))
 
@@ -193,20 +194,55 @@ def three_column_pdf(columns: list[list[str]], title: str = "Field notes from th
     paragraphs), drawn row by row across the columns, as some layout programs write them."""
     import textwrap
 
-    def text(size: int, x: float, y: float, words: str) -> bytes:
-        return b"BT /F1 %d Tf %g %g Td (%s) Tj ET" % (size, x, y, words.encode())
-
-    draws = [text(18, 72, 720, title)]
+    draws = [_text(18, 72, 720, title)]
     rows: dict[int, list[bytes]] = {}
     for c, paragraphs in enumerate(columns):
         row = 0
         for paragraph in paragraphs:
             for line in textwrap.wrap(paragraph, 30):
-                rows.setdefault(row, []).append(text(9, 72 + 165 * c, 680 - 12 * row, line))
+                rows.setdefault(row, []).append(_text(9, 72 + 165 * c, 680 - 12 * row, line))
                 row += 1
             row += 1
     draws += [draw for row in sorted(rows) for draw in rows[row]]
     return one_page(stream(b"\n".join(draws)))
+
+
+def callout_pdf(body: list[str], callout: list[str]) -> bytes:
+    """A one-column page whose top left holds a framed, shaded callout box with the body text
+    beside it (and full width below it), drawn row by row across the box and the text."""
+    import textwrap
+
+    box_lines = [line for paragraph in callout for line in textwrap.wrap(paragraph, 24) + [""]][:-1]
+    bottom = 710 - 12 * (len(box_lines) - 1) - 6
+    frame = b"72 %g 150 %g re" % (bottom, 722 - bottom)
+    draws = [b"0.9 g " + frame + b" f 0 G " + frame + b" S 0 g"]
+    rows: dict[int, list[bytes]] = {}
+    for row, words in enumerate(box_lines):
+        if words:
+            rows[row] = [_text(9, 80, 710 - 12 * row, words)]
+    row = 0
+    for paragraph in body:
+        beside = row < len(box_lines)  # a paragraph begun beside the box stays beside it
+        for words in textwrap.wrap(paragraph, 45 if beside else 80):
+            rows.setdefault(row, []).append(_text(9, 240 if beside else 72, 710 - 12 * row, words))
+            row += 1
+        row += 1
+    draws += [draw for row in sorted(rows) for draw in rows[row]]
+    return one_page(stream(b"\n".join(draws)))
+
+
+def shuffled_pdf(paragraphs: list[str], order: list[int]) -> bytes:
+    """A one-column page of paragraphs (a blank line between them) whose content stream draws
+    them in `order` (indexes into `paragraphs`), as a layout program that keeps text boxes in
+    the order they were made writes them."""
+    import textwrap
+
+    blocks, row = [], 0
+    for paragraph in paragraphs:
+        lines = textwrap.wrap(paragraph, 80)
+        blocks.append([_text(9, 72, 720 - 12 * (row + i), words) for i, words in enumerate(lines)])
+        row += len(lines) + 1
+    return one_page(stream(b"\n".join(draw for index in order for draw in blocks[index])))
 
 
 # file name -> bytes, for every kind that is a file (the vanishing file is an event, not a file)

@@ -1,12 +1,13 @@
 """The layout model for pages the heuristic reader is unsure of: a three-column page's paragraphs
-come out in order, one- and two-column pages never pay for the model, and a page the model
-cannot read keeps the heuristic order and says why."""
+come out in order, and so do a callout box's beside the text and a page drawn out of order;
+one- and two-column pages never pay for the model, and a page the model cannot read keeps the
+heuristic order and says why."""
 from __future__ import annotations
 
 from lakerag.ingest import layout
 from lakerag.ingest.layout import column_count, uncertain, xy_cut
 from lakerag.ingest.pdf_parse import Line, Run, parse_pdf
-from tests.bad_inputs import good, three_column_pdf
+from tests.bad_inputs import callout_pdf, good, shuffled_pdf, three_column_pdf
 
 COLUMNS = [[f"Station {c} paragraph {p}: the wind came from the west and the sensors logged it every ten "
             "minutes for the whole week." for p in (1, 2)] for c in (1, 2, 3)]
@@ -76,3 +77,37 @@ def test_xy_cut_reads_columns_left_to_right_under_a_full_width_title():
               (72, 200, 180, 280),  # 6: left column under it
               (300, 200, 400, 280)]  # 7: right column under it
     assert xy_cut(boxes, list(range(8))) == [1, 2, 3, 0, 4, 5, 6, 7]
+
+
+BODY = [f"Station 1 paragraph {p}: the wind came from the west, the sensors logged it every ten minutes, "
+        "rain fell after dark and the river rose." for p in (1, 2, 3)]
+
+
+def paragraph_texts(document) -> list[str]:
+    return [p.text.replace("\n", " ") for s in document.sections for p in s.paragraphs]
+
+
+def test_a_callout_box_beside_the_text_is_read_as_its_own_block():
+    callout = [f"Station 9 paragraph {p}: keep the logger dry and check it." for p in (1, 2)]
+    pdf = callout_pdf(BODY, callout)  # drawn row by row across the box and the text beside it
+    heuristic = paragraph_texts(parse_pdf(pdf, "callout.pdf"))
+    assert heuristic[0].startswith("Station 9 paragraph 1: Station 1 paragraph 1: the wind came from the keep")
+    document = parse_pdf(pdf, "callout.pdf", layout=True)
+    assert paragraph_texts(document) == callout + BODY and document.layout_pages == [1]
+
+
+def test_a_page_drawn_out_of_order_is_read_top_to_bottom():
+    pdf = shuffled_pdf(BODY, [2, 0, 1])
+    assert paragraph_texts(parse_pdf(pdf, "shuffled.pdf")) == [BODY[2], BODY[0], BODY[1]]
+    assert paragraph_texts(parse_pdf(pdf, "shuffled.pdf", layout=True)) == BODY
+
+
+def test_why_the_heuristic_reader_is_unsure():
+    body = [line(72, 700 - 12 * i, (72, "one column of body text")) for i in range(8)]
+    assert uncertain(body, [], 612) is None
+    # two lines in a painted box, two more beside it at its height
+    boxed = body + [line(300, 700 - 12 * i, (300, "a sidebar line")) for i in range(2)]
+    assert uncertain(boxed, [(290, 680, 400, 715)], 612) == "a box beside text at (290, 680, 400, 715)"
+    assert uncertain(boxed, [(60, 600, 560, 720)], 612) is None  # a frame around all of it
+    # the last two lines drawn first: the stream goes back up the page once
+    assert uncertain(body[6:] + body[:6], [], 612) == "drawn out of order (1 jump up the page)"

@@ -4,6 +4,7 @@ are found by search."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import pypdfium2 as pdfium
@@ -14,7 +15,7 @@ from lakerag.enrich.embeddings import run_gold
 from lakerag.enrich.index_build import build_index
 from lakerag.ingest.bronze import ingest_bronze
 from lakerag.ingest.ocr import OcrOptions, hocr_lines, unusable_text
-from lakerag.ingest.pdf_parse import Line, ParseFailure, Run, parse_pdf
+from lakerag.ingest.pdf_parse import PARSER_VERSION, Line, ParseFailure, Run, parse_pdf, parser_version
 from lakerag.ingest.silver import run_silver
 from lakerag.lakehouse.tables import SILVER_DOCUMENTS
 from lakerag.retrieval.retriever import Retriever
@@ -70,6 +71,8 @@ def test_a_page_is_unusable_when_empty_or_mostly_unmapped_characters():
 def test_a_scanned_manual_page_is_read_into_sections_with_its_page():
     document = parse_pdf(scanned([6, 7]), "scan.pdf", ocr=OcrOptions())
     assert document.ocr_pages == [1, 2] and document.pages_with_text == 2
+    # Tesseract's version is part of the parser version: another one reads the scans again
+    assert re.fullmatch(re.escape(PARSER_VERSION) + r"\+ocr200-eng-tesseract\d+\.\d+\.\d+", document.parser_version)
     sections = {section.title: section for section in document.sections}
     assert sections["1.1 Imports"].heading_path == ["1 Introduction", "1.1 Imports"]
     assert sections["1.1 Imports"].page_start == 2
@@ -115,15 +118,19 @@ def test_a_scanned_pages_words_are_found_by_search_and_the_document_records_its_
 def test_without_tesseract_the_failure_says_how_to_install_it(monkeypatch):
     import pytesseract
 
-    from lakerag.ingest.ocr import check_tesseract
+    from lakerag.ingest.ocr import check_tesseract, tesseract_version
 
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
     check_tesseract.cache_clear()
+    tesseract_version.cache_clear()
     try:
         with pytest.raises(ParseFailure, match=r"page 1: tesseract is not installed: `apt-get install tesseract-ocr`"):
             parse_pdf(scanned([7, 7]), "scan.pdf", ocr=OcrOptions())
+        # installing Tesseract later changes the parser version, so such a document is read again
+        assert parser_version(OcrOptions()) == f"{PARSER_VERSION}+ocr200-eng-tesseractnone"
     finally:
         check_tesseract.cache_clear()
+        tesseract_version.cache_clear()
 
 
 def test_ocr_line_sizes_near_the_pages_median_are_snapped_to_it():

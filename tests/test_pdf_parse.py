@@ -1,6 +1,7 @@
 """Parsing real PDFs from the corpus: pure functions on bytes, no Spark."""
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import pytest
@@ -13,9 +14,11 @@ from lakerag.ingest.pdf_parse import (
     drop_running_lines,
     extract_paragraphs,
     open_pdf,
+    page_runs,
     paragraphs_of_flow,
     parse_pdf,
 )
+from lakerag.ingest.table_extract import Rules
 from tests import bad_inputs
 from tests.conftest import corpus_pdf
 
@@ -201,3 +204,18 @@ def test_a_body_that_starts_at_the_same_height_on_every_page_keeps_its_first_lin
 def test_ligatures_and_compatibility_characters_come_out_as_plain_letters():
     line = Line([Run(72, 700, 10, False, "The \ufb01les di\ufb00er: su\ufb03cient \u2460", 300)], page=1)
     assert line.text == "The files differ: sufficient 1"
+
+
+def test_text_and_boxes_inside_a_form_xobject_are_placed_on_the_page():
+    # a figure as a form XObject (its own matrix scales by 2), drawn under a cm that moves it
+    form = bad_inputs.stream(b"0 0 50 20 re S BT /F1 5 Tf 10 20 Td (figure label) Tj ET",
+                             b"/Type /XObject /Subtype /Form /BBox [0 0 100 100] /Matrix [2 0 0 2 0 0] "
+                             b"/Resources << /Font << /F1 5 0 R >> >>")
+    content = bad_inputs.stream(b"q 1 0 0 1 100 400 cm /Fm1 Do Q BT /F1 10 Tf 72 700 Td (body text) Tj ET "
+                                b"10 10 30 30 re W n")
+    pdf = bad_inputs.one_page(content, resources_extra=b"/XObject << /Fm1 6 0 R >>", more=[form])
+    rules = Rules()
+    runs = page_runs(PdfReader(io.BytesIO(pdf)).pages[0], rules)
+    assert [(r.text, r.x, r.y, r.size) for r in runs] == [("figure label", 120.0, 440.0, 10.0),
+                                                         ("body text", 72.0, 700.0, 10.0)]
+    assert rules.boxes == [(100.0, 400.0, 200.0, 440.0)]  # the clipping rectangle is no box

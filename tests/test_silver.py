@@ -178,7 +178,7 @@ def test_the_report_counts_links_and_the_references_that_name_no_section(spark, 
     assert report.unresolved == {"reference": 1}  # "Section 9.9 of the old guide"
 
 
-def test_tables_made_by_the_version_before_ocr_and_tables_are_widened_or_recreated(spark, lakehouse):
+def test_tables_made_by_the_version_before_ocr_tables_and_boxes_are_widened_or_recreated(spark, lakehouse):
     from pyspark.sql.types import ArrayType, StructField, StructType
 
     from lakerag.lakehouse.tables import CHUNK_FIELDS, SILVER_PARSE_STAGING
@@ -191,9 +191,11 @@ def test_tables_made_by_the_version_before_ocr_and_tables_are_widened_or_recreat
 
     old = Lakehouse(lakehouse.catalog, f"{lakehouse.schema}_old", lakehouse.root)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {old.catalog}.{old.schema}")
-    older_chunks = ArrayType(StructType(CHUNK_FIELDS[:-1]), False)
-    ensure_tables(spark, old, [without(SILVER_DOCUMENTS, "ocr_pages", "layout_pages"), without(SILVER_CHUNKS, "chunk_kind"),
+    older_chunks = ArrayType(StructType(CHUNK_FIELDS[:-2]), False)
+    ensure_tables(spark, old, [without(SILVER_DOCUMENTS, "ocr_pages", "layout_pages"),
+                               without(SILVER_SECTIONS, "table_boxes"), without(SILVER_CHUNKS, "chunk_kind", "bbox"),
                                without(SILVER_PARSE_STAGING, "ocr_pages", "layout_pages", chunks=older_chunks)])
-    ensure_tables(spark, old, [SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING])
-    for spec in (SILVER_DOCUMENTS, SILVER_CHUNKS, SILVER_PARSE_STAGING):  # the scratch one recreated
+    current = [SILVER_DOCUMENTS, SILVER_SECTIONS, SILVER_CHUNKS, SILVER_PARSE_STAGING]
+    ensure_tables(spark, old, current)
+    for spec in current:  # the scratch one recreated
         assert spark.table(old.table(spec.name)).schema.simpleString() == spec.schema.simpleString()

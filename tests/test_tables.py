@@ -43,6 +43,7 @@ def test_a_ruled_table_is_one_markdown_paragraph_with_its_caption_and_its_cells_
     paragraphs = [p.text for p in section.paragraphs]
     assert paragraphs == ["The release ships the package tools listed below, each with its version.", TABLE,
                           "Older versions remain in the archive for one release cycle."]
+    assert section.table_boxes == [[72.0, 520.0, 522.0, 600.0]]  # the grid's outer rules, in points
     assert document.parser_version == parser_version(None, True) != parser_version()
     # without tables, the cells are loose lines of text
     plain = [p.text for s in parse_pdf(table_pdf(), "notes.pdf").sections for p in s.paragraphs]
@@ -64,15 +65,21 @@ def test_rules_tell_a_grid_from_a_framed_box():
 
 def test_a_table_is_a_chunk_of_its_own_for_every_strategy():
     section = {"section_id": "s1", "doc_id": "d1", "heading_path": ["Release notes"],
-               "text": "Before the table.\n\n" + TABLE + "\n\nAfter the table.", "paragraph_pages": [1, 2, 2]}
+               "text": "Before the table.\n\n" + TABLE + "\n\nAfter the table.", "paragraph_pages": [1, 2, 2],
+               "table_boxes": [[72.0, 520.0, 522.0, 600.0]]}
     specs = [ChunkSpec("section", 254, model="all-MiniLM-L6-v2"),
              ChunkSpec("paragraph", 254, paragraph_min_tokens=0, model="all-MiniLM-L6-v2")]
     rows = chunk_rows(section, specs, {})
-    by_strategy = {spec.strategy: [(r["chunk_kind"], r["text"], r["page_start"]) for r in rows
+    box = [72.0, 520.0, 522.0, 600.0]
+    by_strategy = {spec.strategy: [(r["chunk_kind"], r["text"], r["page_start"], r["bbox"]) for r in rows
                                    if r["strategy"] == spec.strategy] for spec in specs}
-    assert by_strategy["section"] == [("text", "Before the table.\n\nAfter the table.", 1), ("table", TABLE, 2)]
-    assert by_strategy["paragraph"] == [("text", "Before the table.", 1), ("text", "After the table.", 2),
-                                        ("table", TABLE, 2)]
+    assert by_strategy["section"] == [("text", "Before the table.\n\nAfter the table.", 1, None),
+                                      ("table", TABLE, 2, box)]
+    assert by_strategy["paragraph"] == [("text", "Before the table.", 1, None), ("text", "After the table.", 2, None),
+                                        ("table", TABLE, 2, box)]
+    # a section parsed before boxes were kept still chunks, its table without a box
+    older = chunk_rows({**section, "table_boxes": None}, specs[:1], {})
+    assert [(r["chunk_kind"], r["bbox"]) for r in older] == [("text", None), ("table", None)]
 
 
 def _hit(section_text: str, text: str) -> Hit:

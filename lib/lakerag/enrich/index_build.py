@@ -97,9 +97,10 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
     vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",
                                                                     "strategy", "section_id", "vector", "groups")
+    silver_chunks = spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint",
+                                                                          "chunk_kind", "bbox")
     chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
-                  .join(spark.table(lakehouse.table(SILVER_CHUNKS.name)).drop("strategy", "chunker_fingerprint", "chunk_kind"),
-                        "chunk_id"))
+                  .join(silver_chunks, "chunk_id"))
     # BM25 indexes what gold embedded: the chunk with its title and heading path, a summary as is.
     chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, vectors_of, chunk_rows))
               .join(documents, "doc_id")

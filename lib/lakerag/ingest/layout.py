@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lakerag.ingest.ocr import MAX_PIXELS, open_document
-from lakerag.ingest.pdf_parse import Line
+from lakerag.ingest.pdf_parse import Line, column_split
 
 # The model resizes every page to 800x608, so rendering finer than this only costs time.
 RENDER_DPI = 110
@@ -18,9 +18,22 @@ RENDER_DPI = 110
 # that body lines do not cross.
 MIN_COLUMNS = 3
 MIN_GUTTER = 6
+# Body lines (see column_count) drawn more than this many line heights above the body line drawn
+# before them, and over it (not to its right: a new column), this many times on a one-column page
+# (read in drawing order): its content stream goes back up the page, as text boxes kept in the
+# order they were made do. On the corpus 6 of 242 one-column pages do, each over a figure or
+# plot whose labels are drawn after its axes; a formula's pieces jump with short lines only. A
+# page whose lines form two columns is left to the column reader, which sorts them by position:
+# where it cannot find the columns (an MNRAS page with a table over both), the model's regions
+# read it worse still.
+JUMP_LINES = 1.5
+MIN_JUMPS = 1
 # Boxes this close (points) still count as separated by a gutter or a gap: the model's boxes
 # overlap their neighbours by a few points.
 CUT_SLACK = 3.0
+
+
+Box = tuple[float, float, float, float]  # x0, bottom, x1, top in user space
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,23 @@ class Region:
     x1: float
     top: float
 
-    def holds(self, x: float, y: float, slack: float = 0.0) -> bool:
-        return self.x0 - slack <= x <= self.x1 + slack and self.bottom - slack <= y <= self.top + slack
+    def holds(self, x: float, y: float) -> bool:
+        return self.x0 <= x <= self.x1 and self.bottom <= y <= self.top
+
+    def near(self, box: Box, slack: float) -> bool:
+        """True if the box's middle is within `slack` of the region across, and its edge up or down."""
+        x0, bottom, x1, top = box
+        gap = max(self.bottom - top, bottom - self.top, 0.0)
+        return self.x0 - slack <= (x0 + x1) / 2 <= self.x1 + slack and gap <= slack
 
     @property
     def area(self) -> float:
         return (self.x1 - self.x0) * (self.top - self.bottom)
+
+
+def _body(lines: list[Line]) -> list[Line]:
+    """Lines of body text: 8 characters or more (not a label, an axis tick or a formula's piece)."""
+    return [line for line in lines if len(line.text.strip()) >= 8]
 
 
 def column_count(lines: list[Line]) -> int:
@@ -47,7 +71,7 @@ def column_count(lines: list[Line]) -> int:
     at most 5% of the lines cross: a full-width title may) where at least 8% of the lines, and
     3, start. Gaps between the words of justified lines move from line to line, so they are no
     gutter; a code line's gap or a short label starts too few lines to make a column."""
-    body = [line for line in lines if len(line.text.strip()) >= 8]
+    body = _body(lines)
     if len(body) < 6:
         return 1
     left = math.floor(min(line.x0 for line in body))
@@ -69,28 +93,80 @@ def column_count(lines: list[Line]) -> int:
     return sum(1 for n in starts.values() if n >= max(3, 0.08 * len(body)))
 
 
-def uncertain(lines: list[Line]) -> str | None:
-    """Why the heuristic reader (one or two columns) may read this page out of order, or None."""
-    columns = column_count(lines)
-    return f"{columns} columns" if columns >= MIN_COLUMNS else None
-
-
-def _line_box(line: Line) -> tuple[float, float, float, float]:
+def _line_box(line: Line) -> Box:
     return line.x0, line.y - 0.25 * line.size, line.runs[-1].x1, line.y + 0.8 * line.size
 
 
+def _middle(line: Line) -> tuple[float, float]:
+    x0, bottom, x1, top = _line_box(line)
+    return (x0 + x1) / 2, (bottom + top) / 2
+
+
+def box_beside_text(lines: list[Line], boxes: list[Box], split: float | None) -> Box | None:
+    """The first painted box that holds 2 or more lines while 2 or more lines outside it share
+    its height (a sidebar, a callout, a framed figure beside the text), or None. A box within one
+    column of a two-column page (`split`) is left to the column reader, which reads it in place."""
+    middles = [_middle(line) for line in lines]
+    for box in boxes:
+        x0, bottom, x1, top = box
+        if split is not None and (x1 <= split + CUT_SLACK or x0 >= split - CUT_SLACK):
+            continue
+        level = [x for x, y in middles if bottom - 1 <= y <= top + 1]  # lines at the box's height
+        inside = sum(1 for x in level if x0 - 1 <= x <= x1 + 1)
+        if inside >= 2 and len(level) - inside >= 2:
+            return box
+    return None
+
+
+def backward_jumps(lines: list[Line]) -> int:
+    """How often a body line is drawn more than JUMP_LINES line heights above, and over, the one
+    drawn before it."""
+    body = _body(lines)
+    return sum(1 for a, b in zip(body, body[1:])
+               if b.y > a.y + JUMP_LINES * max(a.size, b.size) and _over(a, b))
+
+
+def _over(a: Line, b: Line) -> bool:
+    """True if two lines overlap across by half the shorter one (the estimated ends run long)."""
+    overlap = min(a.runs[-1].x1, b.runs[-1].x1) - max(a.x0, b.x0)
+    return overlap >= 0.5 * min(a.runs[-1].x1 - a.x0, b.runs[-1].x1 - b.x0)
+
+
+def uncertain(lines: list[Line], boxes: list[Box] = (), width: float = 0.0) -> str | None:
+    """Why the heuristic reader (one or two columns; a one-column page in drawing order) may read
+    this page (`width` points wide, painting `boxes`) out of order, or None."""
+    columns = column_count(lines)
+    if columns >= MIN_COLUMNS:
+        return f"{columns} columns"
+    split = column_split(lines, width) if width else None
+    box = box_beside_text(lines, boxes, split)
+    if box is not None:
+        return "a box beside text at ({:.0f}, {:.0f}, {:.0f}, {:.0f})".format(*box)
+    jumps = backward_jumps(lines) if split is None and columns == 1 else 0
+    return f"drawn out of order ({jumps} jump{'s' if jumps > 1 else ''} up the page)" if jumps >= MIN_JUMPS else None
+
+
 def flows_by_regions(lines: list[Line], regions: list[Region]) -> list[list[Line]]:
-    """Lines -> flows, one per region (the smallest that holds a line's middle, else one within
-    a line's height of it), in XY-cut order of the boxes of their lines; a line no region holds
+    """Lines -> flows, one per region (the smallest innermost region that holds a line's middle,
+    else one within a line's height of it; then the same among the regions around others), in
+    XY-cut order of the boxes of their lines; a line no region holds
     is a flow of its own, so that no text is lost. The lines' boxes, not the model's: its boxes
     overlap, and one may span columns."""
+    # The model may also give a region around several others (a low-scored box over two
+    # paragraphs); the innermost ones are tried first, so that it does not take their stray lines.
+    centres = [((r.x0 + r.x1) / 2, (r.bottom + r.top) / 2) for r in regions]
+    inner = [i for i, r in enumerate(regions) if not any(j != i and r.holds(*c) for j, c in enumerate(centres))]
+    outer = [i for i in range(len(regions)) if i not in inner]
     groups: dict[object, list[Line]] = {}
     for index, line in enumerate(lines):
-        x0, bottom, x1, top = _line_box(line)
-        middle = ((x0 + x1) / 2, (bottom + top) / 2)
+        middle, box = _middle(line), _line_box(line)
+        holders: list[int] = []
         # the model's boxes often stop short of a paragraph's first or last line
-        holders = ([i for i, r in enumerate(regions) if r.holds(*middle)]
-                   or [i for i, r in enumerate(regions) if r.holds(*middle, slack=line.size)])
+        for tried in (inner, outer):
+            holders = ([i for i in tried if regions[i].holds(*middle)]
+                       or [i for i in tried if regions[i].near(box, line.size)])
+            if holders:
+                break
         key = min(holders, key=lambda i: regions[i].area) if holders else f"line {index}"
         groups.setdefault(key, []).append(line)
     flows = list(groups.values())
@@ -102,7 +178,7 @@ def flows_by_regions(lines: list[Line], regions: list[Region]) -> list[list[Line
     return [sorted(flows[i], key=lambda line: -line.y) for i in xy_cut(boxes, list(range(len(flows))))]
 
 
-def xy_cut(boxes: list[tuple[float, float, float, float]], items: list[int]) -> list[int]:
+def xy_cut(boxes: list[Box], items: list[int]) -> list[int]:
     """Reading order of boxes (x0, bottom, x1, top): split at vertical gutters that no box
     crosses (left to right), else into horizontal bands (top to bottom), recursively; boxes that
     cannot be split are read top to bottom. A band joins the bands above it while together they
@@ -126,7 +202,7 @@ def xy_cut(boxes: list[tuple[float, float, float, float]], items: list[int]) -> 
     return [item for group in groups for item in xy_cut(boxes, group)]
 
 
-def _columns(boxes: list[tuple[float, float, float, float]], items: list[int]) -> list[list[int]]:
+def _columns(boxes: list[Box], items: list[int]) -> list[list[int]]:
     return _split(items, lambda i: boxes[i][0], lambda i: boxes[i][2])
 
 
@@ -173,13 +249,17 @@ class PageLayout:
         self.content, self.passwords = content, passwords
         self.pages: list[int] = []  # pages whose reading order the model's regions gave
         self.failed: dict[int, str] = {}  # uncertain page -> why the heuristic order was kept
+        self.reasons: dict[int, str] = {}  # uncertain page -> why the heuristic reader was unsure
         self._document = None
 
-    def flows(self, number: int, lines: list[Line], page_count: int) -> list[list[Line]] | None:
+    def flows(self, number: int, lines: list[Line], page_count: int, boxes: list[Box] = (),
+              width: float = 0.0) -> list[list[Line]] | None:
         """The page's flows in the model's reading order, or None where the heuristic reader is
-        sure of the page or the model cannot read it (recorded in `failed`)."""
-        if not lines or uncertain(lines) is None:
+        sure of the page (see `uncertain`) or the model cannot read it (recorded in `failed`)."""
+        why = uncertain(lines, boxes, width) if lines else None
+        if why is None:
             return None
+        self.reasons[number] = why
         try:
             if self._document is None:
                 self._document = open_document(self.content, self.passwords, page_count)

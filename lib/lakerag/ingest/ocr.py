@@ -41,6 +41,18 @@ class OcrOptions:
     document_seconds: float = 0.0
 
 
+@lru_cache(maxsize=1)
+def tesseract_version() -> str:
+    """The installed Tesseract's version ("5.3.0"), or "none": part of the parser version, so
+    that installing or upgrading Tesseract reads the scanned pages again."""
+    import pytesseract
+
+    try:
+        return str(pytesseract.get_tesseract_version())
+    except Exception:  # noqa: BLE001 - not installed, or it does not run: no OCR
+        return "none"
+
+
 class OcrUnavailable(Exception):
     """Tesseract is not installed, or lacks a language pack the settings ask for."""
 

@@ -71,7 +71,7 @@ def section_rows(doc_id: str, parsed: ParsedDocument) -> list[dict[str, Any]]:
             "heading_path": list(section.heading_path), "level": section.level, "title": section.title,
             "origin": section.origin, "page_start": section.page_start, "page_end": section.page_end,
             "text": section.text, "paragraph_pages": section.paragraph_pages,
-            "parser_version": parsed.parser_version,
+            "parser_version": parsed.parser_version, "table_boxes": section.table_boxes,
         })
         open_at_level = {level: sid for level, sid in open_at_level.items() if level < section.level}
         open_at_level[section.level] = section_id
@@ -118,21 +118,25 @@ def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, 
     # every strategy; the text chunks are cut from the rest of the section.
     paragraphs = list(zip(section["text"].split(PARAGRAPH_BREAK), section["paragraph_pages"]))
     tables = [(text, page) for text, page in paragraphs if is_table(text)]
+    # a section parsed before table boxes were kept has none (null)
+    boxes = [[float(v) for v in box] for box in section.get("table_boxes")] if section.get("table_boxes") is not None else []
     text_part = [(text, page) for text, page in paragraphs if not is_table(text)] if tables else paragraphs
     text = PARAGRAPH_BREAK.join(p for p, _ in text_part)
     tokens = chunker.tokens(text) if text.strip() else None  # one tokenization serves every strategy
     for spec in specs:
         fingerprint = spec.fingerprint
-        pieces = [(c.text, c.token_count, c.page_start, c.page_end, "text")
+        pieces = [(c.text, c.token_count, c.page_start, c.page_end, "text", None)
                   for c in (chunker.chunk(text, [page for _, page in text_part], spec, tokens) if tokens else [])]
-        pieces += [(table, chunker.count(table), page, page, "table") for table, page in tables]
-        for index, (piece, count, first, last, kind) in enumerate(pieces):
+        pieces += [(table, chunker.count(table), page, page, "table", boxes[i] if i < len(boxes) else None)
+                   for i, (table, page) in enumerate(tables)]
+        for index, (piece, count, first, last, kind, box) in enumerate(pieces):
             rows.append({
                 "chunk_id": content_id(section["section_id"], fingerprint, index, piece),
                 "doc_id": section["doc_id"], "section_id": section["section_id"],
                 "strategy": spec.strategy, "chunker_fingerprint": fingerprint, "chunk_index": index,
                 "text": piece, "token_count": count, "page_start": first,
                 "page_end": last, "heading_path": list(section["heading_path"]), "tags": tags, "chunk_kind": kind,
+                "bbox": box,
             })
     return rows
 

@@ -24,10 +24,11 @@ from pypdf.generic import ArrayObject, FloatObject
 
 from lakerag.ingest.section_links import section_links
 from lakerag.ingest.table_extract import CAPTION, PageTables, Rules, Table
-from lakerag.markdown_tables import markdown
+from lakerag.markdown_tables import is_table, markdown
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
-PARSER_VERSION = "pypdf-layout-6"  # 4: NFKC text, running header bands; 5: section links; 6: OCR
+# 4: NFKC text, running header bands; 5: section links; 6: OCR; 7: form XObject text in page space
+PARSER_VERSION = "pypdf-layout-7"
 
 BULLET = re.compile(r"^\s*([•◦▪‣∙·\-–—*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
 SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?$")
@@ -142,6 +143,11 @@ class Section:
     def paragraph_pages(self) -> list[int]:
         return [p.page for p in self.paragraphs]
 
+    @property
+    def table_boxes(self) -> list[list[float]]:
+        """The box (x0, bottom, x1, top) of each table paragraph, in order."""
+        return [[p.x0, p.y_end, p.x1, p.y] for p in self.paragraphs if is_table(p.text)]
+
 
 @dataclass
 class ParsedDocument:
@@ -250,11 +256,40 @@ def _font_metrics(font) -> tuple[dict[int, float], float, bool]:
     return widths, average, bool(BOLD_FONT.search(name))
 
 
+IDENTITY = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _times(m: tuple[float, ...], n: tuple[float, ...]) -> tuple[float, ...]:
+    """The PDF matrix product m x n (apply m, then n), both as (a, b, c, d, e, f)."""
+    return (m[0] * n[0] + m[1] * n[2], m[0] * n[1] + m[1] * n[3], m[2] * n[0] + m[3] * n[2],
+            m[2] * n[1] + m[3] * n[3], m[4] * n[0] + m[5] * n[2] + n[4], m[4] * n[1] + m[5] * n[3] + n[5])
+
+
+def _form_space(name, cm, outer: tuple[tuple[float, ...], object]) -> tuple[tuple[float, ...], object]:
+    """The matrix from the space of the form XObject `name` (drawn under `cm`, inside a form
+    whose matrix to page space and resources are `outer`) to page space, and its resources."""
+    matrix, resources = outer
+    try:
+        form = resources["/XObject"][name].get_object()
+        own = tuple(float(v) for v in form.get("/Matrix", IDENTITY))
+        inner = form["/Resources"].get_object() if "/Resources" in form else resources
+    except Exception:  # noqa: BLE001 - an image, or a name we cannot resolve: nothing to map
+        return matrix, resources
+    return _times(_times(own, tuple(float(v) for v in cm)), matrix), inner
+
+
 def page_runs(page, rules: Rules | None = None) -> list[Run]:
     """Positioned text runs of one page, in drawing order, with their estimated end; `rules`
-    collects the page's straight rules on the way (for the table finder's check)."""
+    collects the page's straight rules and boxes on the way (for the table finder's check and
+    the layout model's trigger). pypdf reports what a form XObject draws (a figure's labels, a
+    plot) in the form's own space, so the forms being drawn are tracked and their text and
+    rules mapped to page space."""
     runs: list[Run] = []
     fonts: dict[int, tuple[dict[int, float], float, bool]] = {}
+    try:
+        forms = [(IDENTITY, page["/Resources"].get_object())]
+    except Exception:  # noqa: BLE001 - no resources: no forms to track
+        forms = [(IDENTITY, {})]
 
     def visit(text, cm, tm, font, font_size):
         if not text or not text.strip():
@@ -268,15 +303,26 @@ def page_runs(page, rules: Rules | None = None) -> list[Run]:
             fonts[id(font)] = _font_metrics(font) if hasattr(font, "get") else ({}, 0.5, False)
         widths, average, bold = fonts[id(font)]
         clean = valid_unicode(text).replace("\n", " ")
-        width = size * sum(widths.get(ord(ch), average) for ch in clean)
-        runs.append(Run(x, y, round(size, 1), bold, clean, x + width))
+        end = x + size * sum(widths.get(ord(ch), average) for ch in clean)
+        form = forms[-1][0]
+        if form is not IDENTITY:
+            x, y, end = (form[0] * x + form[2] * y + form[4], form[1] * x + form[3] * y + form[5],
+                         form[0] * end + form[2] * y + form[4])
+            size *= abs(form[3]) or abs(form[0]) or 1.0
+        runs.append(Run(x, y, round(size, 1), bold, clean, end))
 
     def before(operator: bytes, operands: list, cm, tm) -> None:
         _mark_word_gaps(operator, operands, cm, tm)
         if rules is not None:
-            rules.see(operator, operands, cm)
+            rules.see(operator, operands, cm if forms[-1][0] is IDENTITY else _times(tuple(cm), forms[-1][0]))
+        if operator == b"Do" and operands:
+            forms.append(_form_space(operands[0], cm, forms[-1]))
 
-    page.extract_text(visitor_text=visit, visitor_operand_before=before)
+    def after(operator: bytes, operands: list, cm, tm) -> None:
+        if operator == b"Do" and operands and len(forms) > 1:
+            forms.pop()
+
+    page.extract_text(visitor_text=visit, visitor_operand_before=before, visitor_operand_after=after)
     return runs
 
 
@@ -593,6 +639,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
     layout.PageLayout) finds."""
     pages: list[list[Line]] = []
     found: list[list[Table]] = []  # per page
+    boxes: list[list[tuple[float, float, float, float]]] = []  # per page: painted rectangles
     table_errors: list[str] = []
     widths: list[float] = []
     errors: dict[int, str] = {}  # page number -> why pypdf could not read it
@@ -600,7 +647,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
     destinations = _Destinations(reader) if links is not None else None
     for number, page in enumerate(reader.pages, start=1):
         try:
-            rules = Rules() if tables is not None else None
+            rules = Rules() if tables is not None or layout is not None else None
             runs = page_runs(page, rules)
             pages.append(group_lines(runs, number))
         except LimitReachedError as err:  # a decompression bomb or similar: reject the file
@@ -624,6 +671,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
             pages[-1] = [line for line in pages[-1]
                          if not any(table.contains(line.x0, line.y) for table in page_tables)]
         found.append(page_tables)
+        boxes.append(rules.boxes if rules is not None else [])
     if tables is not None:
         tables.close()
     if table_errors and warnings is not None:
@@ -643,8 +691,8 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
         warnings.append(f"skipped the links of {len(link_errors)} page(s): " + "; ".join(link_errors[:5]))
     pages = drop_running_lines(pages)
     paragraphs: list[Paragraph] = []
-    for number, (lines, width, page_tables) in enumerate(zip(pages, widths, found), start=1):
-        flows = layout.flows(number, lines, len(pages)) if layout is not None else None
+    for number, (lines, width, page_tables, page_boxes) in enumerate(zip(pages, widths, found, boxes), start=1):
+        flows = layout.flows(number, lines, len(pages), page_boxes, width) if layout is not None else None
         if flows is None:
             flows = reading_order(lines, width)
         page_paragraphs = [paragraph for flow in flows for paragraph in paragraphs_of_flow(flow)]
@@ -836,9 +884,13 @@ def declared_page_count(reader: PdfReader) -> int | None:
 def parser_version(ocr=None, tables: bool = False, layout: bool = False) -> str:
     """PARSER_VERSION with the settings that change what a parse yields, so that a document
     parsed with OCR off (or another resolution or language, or without tables or the layout
-    model) is parsed again once they change."""
-    return "+".join([PARSER_VERSION] + ([f"ocr{ocr.dpi}-{ocr.languages}"] if ocr is not None else [])
-                    + (["tables"] if tables else []) + (["layout"] if layout else []))
+    model, or by another Tesseract) is parsed again once they change."""
+    parts = [PARSER_VERSION]
+    if ocr is not None:
+        from lakerag.ingest.ocr import tesseract_version  # ocr imports this module
+
+        parts.append(f"ocr{ocr.dpi}-{ocr.languages}-tesseract{tesseract_version()}")
+    return "+".join(parts + (["tables"] if tables else []) + (["layout"] if layout else []))
 
 
 def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), max_pages: int = 0,

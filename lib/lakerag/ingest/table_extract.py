@@ -25,16 +25,25 @@ class Table:
         return self.x0 - 2 <= x <= self.x1 + 2 and self.bottom - 2 <= y <= self.top + 2
 
 
+# Operators that paint the current path; `n` ends it unpainted (a clipping path, usually).
+PAINT = {b"S", b"s", b"f", b"F", b"f*", b"B", b"B*", b"b", b"b*"}
+
+
 class Rules:
-    """The straight rules a page's content stream paints, seen operator by operator (pypdf's
-    visitor, which tracks the transformation matrix): enough to tell a ruled grid from a framed
-    box before pdfplumber, which lays out the whole page in pure Python (0.1-0.3 s a page), is
-    asked. A 2 x 2 ruled table has 3 distinct vertical and 3 horizontal rule positions; a framed
-    code box or a stack of them has 2 verticals."""
+    """The straight rules and boxes a page's content stream paints, seen operator by operator
+    (pypdf's visitor, which tracks the transformation matrix): enough to tell a ruled grid from
+    a framed box before pdfplumber, which lays out the whole page in pure Python (0.1-0.3 s a
+    page), is asked, and to find boxes that hold text (for the layout model's trigger). A 2 x 2
+    ruled table has 3 distinct vertical and 3 horizontal rule positions; a framed code box or a
+    stack of them has 2 verticals."""
 
     def __init__(self):
         self.vertical: set[int] = set()  # x of vertical rules, rounded to points
         self.horizontal: set[int] = set()
+        # Painted rectangles at least 4 pt each way, (x0, bottom, x1, top) in user space; a
+        # clipping rectangle (`re W n`) is not one.
+        self.boxes: list[tuple[float, float, float, float]] = []
+        self._path: list[tuple[float, float, float, float]] = []
         self._at: tuple[float, float] | None = None
 
     @staticmethod
@@ -49,7 +58,8 @@ class Rules:
             self.horizontal.add(round(y0))
 
     def see(self, operator: bytes, operands: list, cm) -> None:
-        """Record the rule a path operator draws (re: its edges; m/l: a segment)."""
+        """Record the rule a path operator draws (re: its edges, and its box once painted; m/l: a
+        segment)."""
         try:
             if operator == b"re" and len(operands) == 4:
                 x, y, w, h = (float(v) for v in operands)
@@ -60,6 +70,13 @@ class Rules:
                 else:
                     for a, b in zip(corners, corners[1:] + corners[:1]):
                         self._segment(a, b)
+                    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+                    if max(xs) - min(xs) >= 4 and max(ys) - min(ys) >= 4:
+                        self._path.append((min(xs), min(ys), max(xs), max(ys)))
+            elif operator in PAINT or operator == b"n":
+                if operator != b"n":
+                    self.boxes.extend(self._path)
+                self._path = []
             elif operator == b"m" and len(operands) == 2:
                 self._at = self._point(cm, float(operands[0]), float(operands[1]))
             elif operator == b"l" and len(operands) == 2 and self._at is not None:

@@ -170,6 +170,9 @@ SECTION_FIELDS = [
     _field("text", StringType(), False, "body text; paragraphs separated by a blank line; heading excluded"),
     _field("paragraph_pages", ArrayType(IntegerType(), False), False, "page of each paragraph of text"),
     _field("parser_version", StringType(), False, "parser that produced the row"),
+    _field("table_boxes", ArrayType(ArrayType(DoubleType(), False), False), True,
+           "box of each table paragraph, in order: x0, bottom, x1, top in PDF points (origin bottom left); "
+           "null: parsed before boxes were kept"),
 ]
 SILVER_SECTIONS = TableSpec(
     name="silver_sections",
@@ -194,6 +197,9 @@ CHUNK_FIELDS = [
                "metadata for filters: doc_title, file_name, language"),
         _field("chunk_kind", StringType(), True,
                "text | table (a ruled table as Markdown, caption first, whole); null: chunked before tables"),
+        _field("bbox", ArrayType(DoubleType(), False), True,
+               "a table chunk's box on page_start: x0, bottom, x1, top in PDF points (origin bottom left); "
+               "null for text"),
 ]
 SILVER_CHUNKS = TableSpec(
     name="silver_chunks",
