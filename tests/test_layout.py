@@ -111,3 +111,21 @@ def test_why_the_heuristic_reader_is_unsure():
     assert uncertain(boxed, [(60, 600, 560, 720)], 612) is None  # a frame around all of it
     # the last two lines drawn first: the stream goes back up the page once
     assert uncertain(body[6:] + body[:6], [], 612) == "drawn out of order (1 jump up the page)"
+
+
+def test_a_line_goes_to_the_region_that_holds_it_unless_that_only_doubles_smaller_ones():
+    from lakerag.ingest.layout import Region, flows_by_regions
+
+    column = [line(60, y, (60, f"column line at {y}")) for y in (690, 555, 440, 200)]
+    label = line(160, 500, (160, "figure label"))
+    regions = [Region("text", 0.9, 50, 100, 400, 700), Region("figure", 0.9, 150, 450, 300, 550)]
+    # the lines just above and below the figure stay in their column
+    flows = flows_by_regions(column + [label], regions)
+    assert sorted([[l.y for l in flow] for flow in flows]) == [[500], [690, 555, 440, 200]]
+    # a low-scored text box over two paragraphs does not take the first one's short last line
+    first = [line(240, y, (240, f"first paragraph {y}")) for y in (710, 698, 686)] + [line(240, 674, (240, "end."))]
+    second = [line(240, y, (240, f"second paragraph {y}")) for y in (650, 638)]
+    regions = [Region("text", 0.9, 240, 685, 425, 717), Region("text", 0.5, 239, 625, 425, 717),
+               Region("text", 0.8, 239, 630, 425, 657)]
+    assert [[l.y for l in flow] for flow in flows_by_regions(first + second, regions)] == [[710, 698, 686, 674],
+                                                                                         [650, 638]]

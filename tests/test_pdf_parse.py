@@ -219,3 +219,18 @@ def test_text_and_boxes_inside_a_form_xobject_are_placed_on_the_page():
     assert [(r.text, r.x, r.y, r.size) for r in runs] == [("figure label", 120.0, 440.0, 10.0),
                                                          ("body text", 72.0, 700.0, 10.0)]
     assert rules.boxes == [(100.0, 400.0, 200.0, 440.0)]  # the clipping rectangle is no box
+
+
+def test_text_pending_before_a_form_and_an_image_stay_in_page_space():
+    form = bad_inputs.stream(b"BT /F1 5 Tf 0 0 Td (inside) Tj ET",
+                             b"/Type /XObject /Subtype /Form /BBox [0 0 100 100] /Matrix [1 0 0 1 100 0] "
+                             b"/Resources << /Font << /F1 5 0 R >> >>")
+    image = bad_inputs.stream(b"\xff", b"/Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray "
+                                       b"/BitsPerComponent 8")
+    # text shown before a Do inside BT (invalid, but written by some producers) is reported after it
+    content = bad_inputs.stream(b"BT /F1 10 Tf 72 700 Td (before the form) Tj /Fm1 Do ET "
+                                b"BT /F1 10 Tf 72 600 Td (before the image) Tj /Im1 Do ET BT /F1 10 Tf 72 500 Td (after) Tj ET")
+    pdf = bad_inputs.one_page(content, resources_extra=b"/XObject << /Fm1 6 0 R /Im1 7 0 R >>", more=[form, image])
+    runs = page_runs(PdfReader(io.BytesIO(pdf)).pages[0])
+    assert [(r.text, r.x, r.y) for r in runs] == [("before the form", 72.0, 700.0), ("inside", 100.0, 0.0),
+                                                 ("before the image", 72.0, 600.0), ("after", 72.0, 500.0)]

