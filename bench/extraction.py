@@ -36,7 +36,7 @@ break both). The baseline is the heuristic reader
 the reason the trigger gives. On three pages of the two-column guides (data/corpus/
 two-column, one page each) the paragraph openings were written down by hand in reading order
 (GUIDE_ORDER); the page's paragraphs are read by the heuristic reader and, forced, by the layout
-model's regions (the guides never reach it in silver: its trigger is three or more columns), and
+model's regions (the guides' pages never reach it in silver: none trips a trigger), and
 an opening is in order when the opening found before it in the text is its predecessor by hand
 (one not found counts wrong).
 

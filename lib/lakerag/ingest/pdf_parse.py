@@ -910,7 +910,8 @@ def parse_pdf(content: bytes, file_name: str, passwords: tuple[str, ...] = (), m
     max_pages > 0 rejects longer documents before their pages are read; `ocr` (ocr.OcrOptions)
     reads the pages without a usable text layer, None leaves them empty; `tables` turns ruled
     tables into Markdown paragraphs; `layout` reads the pages the heuristic reader is unsure of
-    (more than two columns) in the order of a layout model's regions.
+    (layout.uncertain: three or more columns, a box beside text, drawn out of order) in the order
+    of a layout model's regions.
     """
     with pypdf_warnings() as warnings:
         document = _parse(content, file_name, passwords, max_pages, warnings, ocr, tables, layout)
