@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from lakerag.ingest.ocr import MAX_PIXELS, open_document
 from lakerag.ingest.pdf_parse import Line, column_split
+from lakerag.ingest.table_extract import Box
 
 # The model resizes every page to 800x608, so rendering finer than this only costs time.
 RENDER_DPI = 110
@@ -31,9 +32,6 @@ MIN_JUMPS = 1
 # Boxes this close (points) still count as separated by a gutter or a gap: the model's boxes
 # overlap their neighbours by a few points.
 CUT_SLACK = 3.0
-
-
-Box = tuple[float, float, float, float]  # x0, bottom, x1, top in user space
 
 
 @dataclass(frozen=True)
@@ -61,9 +59,13 @@ class Region:
         return (self.x1 - self.x0) * (self.top - self.bottom)
 
 
+def _is_body(line: Line) -> bool:
+    """A line of body text: 8 characters or more (not a label, an axis tick or a formula's piece)."""
+    return len(line.text.strip()) >= 8
+
+
 def _body(lines: list[Line]) -> list[Line]:
-    """Lines of body text: 8 characters or more (not a label, an axis tick or a formula's piece)."""
-    return [line for line in lines if len(line.text.strip()) >= 8]
+    return [line for line in lines if _is_body(line)]
 
 
 def column_count(lines: list[Line]) -> int:
@@ -107,7 +109,7 @@ def box_beside_text(lines: list[Line], boxes: list[Box], split: float | None) ->
     share its height (a sidebar, a callout, a framed figure beside the text), or None: a code
     listing's line numbers beside its frame are too short to count. A box within one column of a
     two-column page (`split`) is left to the column reader, which reads it in place."""
-    middles = [(_middle(line), len(line.text.strip()) >= 8) for line in lines]
+    middles = [(_middle(line), _is_body(line)) for line in lines]
     for box in boxes:
         x0, bottom, x1, top = box
         if split is not None and (x1 <= split + CUT_SLACK or x0 >= split - CUT_SLACK):

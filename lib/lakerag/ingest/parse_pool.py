@@ -118,8 +118,8 @@ def chunk_rows(section: dict[str, Any], specs: list[ChunkSpec], tags: dict[str, 
     # every strategy; the text chunks are cut from the rest of the section.
     paragraphs = list(zip(section["text"].split(PARAGRAPH_BREAK), section["paragraph_pages"]))
     tables = [(text, page) for text, page in paragraphs if is_table(text)]
-    # a section parsed before table boxes were kept has none (null)
-    boxes = [[float(v) for v in box] for box in section.get("table_boxes")] if section.get("table_boxes") is not None else []
+    stored = section.get("table_boxes")  # null in a section parsed before table boxes were kept
+    boxes = [[float(v) for v in box] for box in stored] if stored is not None else []
     text_part = [(text, page) for text, page in paragraphs if not is_table(text)] if tables else paragraphs
     text = PARAGRAPH_BREAK.join(p for p, _ in text_part)
     tokens = chunker.tokens(text) if text.strip() else None  # one tokenization serves every strategy

@@ -23,7 +23,7 @@ from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import ArrayObject, FloatObject
 
 from lakerag.ingest.section_links import section_links
-from lakerag.ingest.table_extract import CAPTION, PageTables, Rules, Table
+from lakerag.ingest.table_extract import CAPTION, Box, PageTables, Rules, Table
 from lakerag.markdown_tables import is_table, markdown
 
 # Bump when parsing output changes: section ids include it, so every document is re-parsed.
@@ -649,7 +649,7 @@ def extract_paragraphs(reader: PdfReader, warnings: list[str] | None = None,
     layout.PageLayout) finds."""
     pages: list[list[Line]] = []
     found: list[list[Table]] = []  # per page
-    boxes: list[list[tuple[float, float, float, float]]] = []  # per page: painted rectangles
+    boxes: list[list[Box]] = []  # per page: painted rectangles
     table_errors: list[str] = []
     widths: list[float] = []
     errors: dict[int, str] = {}  # page number -> why pypdf could not read it

@@ -25,6 +25,8 @@ class Table:
         return self.x0 - 2 <= x <= self.x1 + 2 and self.bottom - 2 <= y <= self.top + 2
 
 
+Box = tuple[float, float, float, float]  # x0, bottom, x1, top in PDF user space
+
 # Operators that paint the current path; `n` ends it unpainted (a clipping path, usually).
 PAINT = {b"S", b"s", b"f", b"F", b"f*", b"B", b"B*", b"b", b"b*"}
 
@@ -42,8 +44,8 @@ class Rules:
         self.horizontal: set[int] = set()
         # Painted rectangles at least 4 pt each way, (x0, bottom, x1, top) in user space; a
         # clipping rectangle (`re W n`) is not one.
-        self.boxes: list[tuple[float, float, float, float]] = []
-        self._path: list[tuple[float, float, float, float]] = []
+        self.boxes: list[Box] = []
+        self._path: list[Box] = []
         self._at: tuple[float, float] | None = None
 
     @staticmethod
