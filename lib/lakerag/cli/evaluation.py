@@ -36,7 +36,7 @@ def _generate_eval_set(spark, lakehouse, settings, args: argparse.Namespace) -> 
           f"{report.reasons or 'none'}  sections without valid output: {report.failed_sections}  retired: "
           f"{report.retired}  erased: {report.erased}  moved to their section's split: {report.resplit}  "
           f"tokens in/out: {report.prompt_tokens}/{report.completion_tokens}  sections left for later runs: "
-          f"{report.waiting}")
+          f"{report.waiting}  left out for their language (evaluation.languages): {report.other_languages}")
     candidates = candidates_from_feedback(spark, lakehouse, thumbs_down([mlflow_experiment(args)]))
     print(f"candidate questions from thumbs-down feedback (status candidate, to review): {candidates}")
     return 0

@@ -34,6 +34,7 @@ from lakerag.lakehouse.tables import (
     BRONZE_DOCUMENTS,
     BRONZE_QUARANTINE,
     EVAL_QUESTIONS,
+    SILVER_DOCUMENTS,
     SILVER_SECTIONS,
     merge_into,
     sync_column,
@@ -128,6 +129,7 @@ class EvalSetReport:
     retired: int = 0  # pairs of sections that changed (their file is still there)
     erased: int = 0  # pairs of documents whose file was deleted
     waiting: int = 0  # qualifying sections left for later runs
+    other_languages: int = 0  # long enough sections left out: their document is not in evaluation.languages
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -263,7 +265,14 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
     report.resplit = resplit(spark, table, config.test_fraction)
     done = existing.filter((F.col("generator") == generator) & (F.col("prompt_version") == config.prompt_version)
                            & (F.col("seed") == config.seed)).select("section_id").distinct()
-    todo = (sections.filter(F.length("text") >= config.min_chars).join(done, "section_id", "left_anti")
+    qualifying = sections.filter(F.length("text") >= config.min_chars)
+    if config.languages:
+        languages = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "language")
+        by_language = qualifying.join(languages, "doc_id", "left")
+        report.other_languages = by_language.filter(~F.col("language").isin(*config.languages)
+                                                    | F.col("language").isNull()).count()
+        qualifying = by_language.filter(F.col("language").isin(*config.languages)).drop("language")
+    todo = (qualifying.join(done, "section_id", "left_anti")
             .withColumn("_order", F.sha2(F.concat(F.lit(str(config.seed)), F.col("section_id")), 256))
             .orderBy("_order"))
     waiting = todo.count()

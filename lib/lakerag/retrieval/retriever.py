@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lakerag.retrieval.graph import SectionGraph, Via, expand
+from lakerag.retrieval.onnx_encoder import onnx_encoder
 from lakerag.retrieval.index_files import LINKS, MANIFEST, bm25_tokens
 from lakerag.settings import RetrievalSettings
 from lakerag.weights import load_sentence_model, model_path
@@ -275,14 +276,20 @@ class Retriever:
             scores = np.asarray(self._cross_encoder().predict([(query, text) for text in texts],
                                                               show_progress_bar=False), dtype=np.float64)
         else:
-            model = load_sentence_model(self.rerank_model)
-            q = model.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
+            q = self.rescoring_vectors([query])[0]
             scores = (self._rerank_vectors(rows, texts) @ q).astype(np.float64)
         if config.rerank_first_stage_weight:
             first = np.array([score for _, score in head])
             scores = zscores(scores) + config.rerank_first_stage_weight * zscores(first)
         rescored = sorted(zip(rows, (float(s) for s in scores)), key=lambda item: -item[1])
         return rescored + tail
+
+    def rescoring_vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of `texts` by the rescoring model, on retrieval.rerank_runtime."""
+        if self.settings.rerank_runtime == "onnxruntime":
+            return onnx_encoder(self.rerank_model).encode(texts)
+        return load_sentence_model(self.rerank_model).encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                                             show_progress_bar=False)
 
     def _rerank_vectors(self, rows: list[int], texts: list[str]) -> np.ndarray:
         """Stored reranking vectors when the index has them, else encoded now and remembered."""
@@ -291,9 +298,7 @@ class Retriever:
         ids = self.chunks["chunk_id"].iloc[rows].tolist()
         todo = [(cid, text) for cid, text in zip(ids, texts) if cid not in self._encoded]
         if todo:
-            vectors = load_sentence_model(self.rerank_model).encode(
-                [text for _, text in todo], normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=False)
+            vectors = self.rescoring_vectors([text for _, text in todo])
             self._encoded.update(zip((cid for cid, _ in todo), vectors))
         return np.stack([self._encoded[cid] for cid in ids])
 
