@@ -147,10 +147,10 @@ class RetrievalSettings:
     # none | rescore (cosine with models.rerank over the top candidates) | cross-encoder
     reranker: str = "rescore"
     rerank_candidates: int = 20
-    # What runs the rescoring model (reranker: rescore): onnxruntime (an ONNX export made once per
-    # machine, retrieval/onnx_encoder.py; 1.8x torch's speed on 2 cores, the same vectors to 1e-6)
-    # or torch (sentence-transformers)
-    rerank_runtime: str = "onnxruntime"
+    # What runs the query side's encoders (the query's vector, the rescoring model, citation
+    # checks): onnxruntime (an ONNX export made once per machine, retrieval/encoders.py; 1.8-2.3x
+    # torch's speed on 2 cores, the same vectors to 1e-6) or torch (sentence-transformers)
+    encoder_runtime: str = "onnxruntime"
     # The rescored order adds this weight times the first stage's score (both as z-scores over
     # the rerank candidates) to the reranker's: 0 = the reranker's order alone.
     rerank_first_stage_weight: float = 1.0
@@ -189,8 +189,8 @@ class RetrievalSettings:
             raise SettingsError(f"retrieval.fusion: {self.fusion!r} must be zscore or rrf")
         if min(self.dense_weight, self.bm25_weight, self.rerank_first_stage_weight) < 0:
             raise SettingsError("retrieval.dense_weight, bm25_weight and rerank_first_stage_weight must be >= 0")
-        if self.rerank_runtime not in ("onnxruntime", "torch"):
-            raise SettingsError(f"retrieval.rerank_runtime: {self.rerank_runtime!r} must be onnxruntime or torch")
+        if self.encoder_runtime not in ("onnxruntime", "torch"):
+            raise SettingsError(f"retrieval.encoder_runtime: {self.encoder_runtime!r} must be onnxruntime or torch")
         if self.reranker not in RERANKERS:
             raise SettingsError(f"retrieval.reranker: {self.reranker!r} must be one of {list(RERANKERS)}")
         unknown = sorted(set(self.graph_edges) - set(GRAPH_EDGES))

@@ -17,7 +17,7 @@ QUERY_SIDE = ("retrieval", "chain", "serving", "access", "settings.py", "weights
               "markdown_tables.py")
 # Pulled in by sentence-transformers rather than imported by us, and pinned on purpose: an
 # unpinned torch resolves to a multi-GB CUDA build; onnx is what torch.onnx writes the
-# reranker's export with (retrieval/onnx_encoder.py), imported by torch, not by us.
+# query encoders' exports with (retrieval/encoders.py), imported by torch, not by us.
 ALSO_PINNED = ("torch", "onnx")
 
 

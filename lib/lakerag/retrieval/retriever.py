@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from lakerag.retrieval.graph import SectionGraph, Via, expand
-from lakerag.retrieval.onnx_encoder import onnx_encoder
+from lakerag.retrieval.encoders import encode
 from lakerag.retrieval.index_files import LINKS, MANIFEST, bm25_tokens
 from lakerag.settings import RetrievalSettings
-from lakerag.weights import load_sentence_model, model_path
+from lakerag.weights import model_path
 
 MODES = ("dense", "bm25", "hybrid")
 
@@ -208,15 +208,11 @@ class Retriever:
 
     def embed_query(self, query: str) -> np.ndarray:
         """The query's unit vector from the index's embedding model."""
-        model = load_sentence_model(self.manifest["model"])
-        return model.encode([query], normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False).astype(np.float32)
+        return encode(self.manifest["model"], [query], self.settings.encoder_runtime)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of `texts` by the index's embedding model (for checking citations)."""
-        model = load_sentence_model(self.manifest["model"])
-        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64,
-                            show_progress_bar=False).astype(np.float32)
+        return encode(self.manifest["model"], texts, self.settings.encoder_runtime)
 
     def dense_ranking(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         """(row, cosine) of the k nearest chunks to the query vector that pass the mask."""
@@ -285,11 +281,8 @@ class Retriever:
         return rescored + tail
 
     def rescoring_vectors(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of `texts` by the rescoring model, on retrieval.rerank_runtime."""
-        if self.settings.rerank_runtime == "onnxruntime":
-            return onnx_encoder(self.rerank_model).encode(texts)
-        return load_sentence_model(self.rerank_model).encode(texts, normalize_embeddings=True, convert_to_numpy=True,
-                                                             show_progress_bar=False)
+        """Unit vectors of `texts` by the rescoring model."""
+        return encode(self.rerank_model, texts, self.settings.encoder_runtime)
 
     def _rerank_vectors(self, rows: list[int], texts: list[str]) -> np.ndarray:
         """Stored reranking vectors when the index has them, else encoded now and remembered."""

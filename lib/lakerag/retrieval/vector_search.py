@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lakerag.retrieval.encoders import encode
 from lakerag.retrieval.retriever import Filters, Hit
-from lakerag.weights import load_sentence_model
 
 COLUMNS = ["chunk_id", "doc_id", "section_id", "title", "file_name", "heading_path", "page_start", "page_end", "text"]
 # The source table's groups column is an ARRAY<STRING>; a list value matches rows holding any of
@@ -51,9 +51,10 @@ def vector_search_filters(filters: Filters) -> dict[str, Any]:
 class VectorSearchRetriever:
     """Searches one Vector Search index; `index` is the SDK's index object (or a stand-in)."""
 
-    def __init__(self, index: Any, index_name: str, embedding_model: str, candidates: int = 50):
+    def __init__(self, index: Any, index_name: str, embedding_model: str, candidates: int = 50,
+                 encoder_runtime: str = "onnxruntime"):
         self.index, self.index_name, self.embedding_model = index, index_name, embedding_model
-        self.candidates = candidates
+        self.candidates, self.encoder_runtime = candidates, encoder_runtime
 
     @classmethod
     def from_settings(cls, settings, client: Any = None) -> "VectorSearchRetriever":
@@ -67,7 +68,8 @@ class VectorSearchRetriever:
             client = VectorSearchClient(disable_notice=True)
         index = client.get_index(endpoint_name=retrieval.vector_search_endpoint,
                                  index_name=retrieval.vector_search_index)
-        return cls(index, retrieval.vector_search_index, settings.models.embedding, retrieval.candidates)
+        return cls(index, retrieval.vector_search_index, settings.models.embedding, retrieval.candidates,
+                   retrieval.encoder_runtime)
 
     @property
     def version(self) -> dict[str, Any]:
@@ -76,9 +78,7 @@ class VectorSearchRetriever:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of `texts` by the index's embedding model."""
-        model = load_sentence_model(self.embedding_model)
-        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64,
-                            show_progress_bar=False).astype(np.float32)
+        return encode(self.embedding_model, texts, self.encoder_runtime)
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: Filters = Filters(),
                rerank: bool = True) -> list[Hit]:

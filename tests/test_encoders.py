@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lakerag.retrieval.onnx_encoder import OnnxEncoder, UnsupportedModel, check_pipeline, onnx_file
+from lakerag.retrieval.encoders import OnnxEncoder, UnsupportedModel, check_pipeline, encode, onnx_file
 from lakerag.settings import RetrievalSettings, SettingsError
 from lakerag.weights import load_sentence_model, model_path
 
@@ -21,7 +21,7 @@ def test_onnx_vectors_equal_sentence_transformers_in_input_order(tmp_path, monke
     encoder = OnnxEncoder(MINILM)
     vectors = encoder.encode(texts, batch_size=2)
     assert onnx_file(MINILM).parent == tmp_path / "onnx" and onnx_file(MINILM).is_file()
-    expected = load_sentence_model(MINILM).encode(texts, normalize_embeddings=True)
+    expected = encode(MINILM, texts, "torch")
     assert vectors.shape == (4, 384) and vectors.dtype == np.float32
     assert np.abs(vectors - expected).max() < 1e-5
     # the 320-word text is cut at the model's 256 tokens, as sentence-transformers cuts it
@@ -38,11 +38,11 @@ def test_a_model_with_cls_pooling_is_refused_with_what_to_do(tmp_path):
     assert check_pipeline(folder) == 256  # MiniLM's own pipeline, its max_seq_length
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
                                                                    "pooling_mode_mean_tokens": False}))
-    with pytest.raises(UnsupportedModel, match="rerank_runtime: torch"):
+    with pytest.raises(UnsupportedModel, match="encoder_runtime: torch"):
         check_pipeline(folder)
 
 
-def test_rerank_runtime_must_be_onnxruntime_or_torch():
-    assert RetrievalSettings().rerank_runtime == "onnxruntime"
+def test_encoder_runtime_must_be_onnxruntime_or_torch():
+    assert RetrievalSettings().encoder_runtime == "onnxruntime"
     with pytest.raises(SettingsError, match="onnxruntime or torch"):
-        RetrievalSettings(rerank_runtime="openvino")
+        RetrievalSettings(encoder_runtime="openvino")
