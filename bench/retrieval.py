@@ -7,7 +7,8 @@ pipeline uses (flat FAISS below retrieval.exact_below, bm25s). Stored rerank vec
 unit vectors of all-mpnet-base-v2's size: the reranker's cost is real (it encodes the query with
 mpnet and rescores 20 candidates), its scores are not. Queries are the Debian FAQ's questions.
 Prints p50/p99 per mode (hybrid with the default z-score fusion and blended rescoring, and
-with the RRF and mpnet-alone rescoring before issue 18) and raw FAISS (search only, and query
+with the RRF and mpnet-alone rescoring before issue 18; hybrid with and without rerank with the
+query encoders on torch instead of ONNX Runtime) and raw FAISS (search only, and query
 encoding + search) in the same run; writes bench/results/retrieval.json.
 
     .venv/bin/python bench/retrieval.py [--size 100000] [--queries 100]
@@ -69,10 +70,14 @@ def main() -> None:
         # the fusion and rescoring before issue 18, on the same index
         before = Retriever(folder, dataclasses.replace(settings.retrieval, fusion="rrf", bm25_weight=1.0,
                                                        rerank_first_stage_weight=0.0), settings.models.rerank)
+        # the encoders on torch, as before retrieval.encoder_runtime (ONNX Runtime by default)
+        on_torch = Retriever(folder, dataclasses.replace(settings.retrieval, encoder_runtime="torch"),
+                             settings.models.rerank)
         queries = (questions * (args.queries // len(questions) + 1))[: args.queries]
         for query in queries[:5]:  # load models, warm caches
             retriever.search(query, mode="hybrid")
             before.search(query, mode="hybrid")
+            on_torch.search(query, mode="hybrid")
         results = {"chunks": args.size, "queries": len(queries), "index_build_s": round(build_s, 1)}
         query_vectors = {q: retriever.embed_query(q) for q in set(queries)}
         rows = [
@@ -82,12 +87,14 @@ def main() -> None:
             ("bm25", lambda q: retriever.search(q, k=5, mode="bm25", rerank=False)),
             ("hybrid rrf (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=False)),
             ("hybrid", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False)),
+            ("hybrid, encoders on torch", lambda q: on_torch.search(q, k=5, mode="hybrid", rerank=False)),
             (f"hybrid, reader in users ({(~restricted).mean():.0%} readable)",
              lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False, filters=Filters(groups=("users",)))),
             ("hybrid, reader in hr + users (all)",
              lambda q: retriever.search(q, k=5, mode="hybrid", rerank=False, filters=Filters(groups=("hr", "users")))),
             ("hybrid rrf + rerank (before issue 18)", lambda q: before.search(q, k=5, mode="hybrid", rerank=True)),
             ("hybrid+rerank", lambda q: retriever.search(q, k=5, mode="hybrid", rerank=True)),
+            ("hybrid+rerank, encoders on torch", lambda q: on_torch.search(q, k=5, mode="hybrid", rerank=True)),
         ]
         print(f"{args.size} chunks (flat FAISS, bm25s), {len(queries)} queries, index written in {build_s:.1f} s")
         for name, run in rows:
