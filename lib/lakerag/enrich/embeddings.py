@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from lakerag.lakehouse.engine import Lakehouse
-from lakerag.weights import load_sentence_model, model_version
+from lakerag.weights import model_version
+from lakerag.retrieval.encoders import torch_encode
 from lakerag.settings import Settings
 from lakerag.chain.llm import model_key
 from lakerag.enrich.summaries import summary_text
@@ -37,13 +37,6 @@ from lakerag.lakehouse.tables import (
 log = logging.getLogger(__name__)
 
 
-def encode(texts: list[str], model: str, batch_size: int) -> np.ndarray:
-    """Unit-length float32 vectors of `texts` (the model is loaded once per process)."""
-    return load_sentence_model(model).encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    ).astype(np.float32)
-
-
 def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run_time: datetime) -> DataFrame:
     """Items (item_id, kind, doc_id, section_id, strategy, text) -> gold_embeddings rows (groups
     null: `run_gold` labels them)."""
@@ -51,7 +44,7 @@ def embed_items(items: DataFrame, model: str, version: str, batch_size: int, run
 
     def embed_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            vectors = encode(batch["text"].tolist(), model, batch_size)
+            vectors = torch_encode(model, batch["text"].tolist(), batch_size)
             yield batch.drop(columns=["text"]).assign(
                 model_name=model, model_version=version, dimension=vectors.shape[1],
                 vector=list(vectors), embedded_at=run_time, groups=None,

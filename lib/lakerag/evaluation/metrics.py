@@ -214,10 +214,10 @@ def gate(champion: pd.DataFrame, challenger: pd.DataFrame, metrics: tuple,
 
 def answer_relevance_similarity(model: str) -> Callable[[str, list[str]], float]:
     """Mean cosine between a question and other questions, with the embedding model."""
-    from lakerag.enrich.embeddings import encode
+    from lakerag.retrieval.encoders import torch_encode
 
     def similarity(question: str, others: list[str]) -> float:
-        vectors = encode([question, *others], model, 16)
+        vectors = torch_encode(model, [question, *others], 16)
         return float(np.mean(vectors[1:] @ vectors[0]))
 
     return similarity

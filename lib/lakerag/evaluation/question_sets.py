@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from lakerag.ingest.parse_pool import content_id
 from lakerag.lakehouse.engine import Lakehouse
-from lakerag.enrich.embeddings import encode
+from lakerag.retrieval.encoders import torch_encode
 from lakerag.retrieval.index_files import bm25_tokens
 from lakerag.chain.llm import LLM, LLMError, make_llm
 from lakerag.settings import EvaluationSettings, Settings
@@ -282,7 +282,7 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
         return report
     llm = llm or make_llm(settings.llm)
     kept_questions = [r.question for r in existing.filter(F.col("status") == "active").select("question").collect()]
-    kept_vectors = encode(kept_questions, settings.models.embedding, 64) if kept_questions else None
+    kept_vectors = torch_encode(settings.models.embedding, kept_questions, 64) if kept_questions else None
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for finished, section in enumerate(batch, 1):
@@ -291,7 +291,7 @@ def run_generation(spark: SparkSession, lakehouse: Lakehouse, settings: Settings
                                      str(pair["position"]))
             status, kind, reason = "active", None, None
             supported = support(pair["answer"], section["text"])
-            vector = encode([pair["question"]], settings.models.embedding, 1)
+            vector = torch_encode(settings.models.embedding, [pair["question"]], 1)
             closest = float((kept_vectors @ vector[0]).max()) if kept_vectors is not None else 0.0
             if supported < config.min_support:
                 status, kind, reason = "rejected", "unsupported", f"unsupported (support {supported:.2f})"

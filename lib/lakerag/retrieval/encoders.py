@@ -136,9 +136,15 @@ def onnx_encoder(name: str) -> OnnxEncoder:
     return OnnxEncoder(name)
 
 
+def torch_encode(name: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Unit vectors (float32) of `texts` on torch through sentence-transformers (the model is
+    loaded once per process); gold's embedding job uses it too."""
+    return load_sentence_model(name).encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
 def encode(name: str, texts: list[str], runtime: str = "onnxruntime") -> np.ndarray:
     """Unit vectors (float32) of `texts` by model `name` on `runtime` (onnxruntime | torch)."""
     if runtime == "onnxruntime":
         return onnx_encoder(name).encode(texts)
-    return load_sentence_model(name).encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64,
-                                            show_progress_bar=False).astype(np.float32)
+    return torch_encode(name, texts)
