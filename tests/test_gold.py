@@ -134,3 +134,36 @@ def test_a_summary_gets_a_vector_and_matching_it_returns_the_whole_section(spark
     run_summaries(spark, lakehouse, newer)
     assert run_gold(spark, lakehouse, newer).removed == {MODEL: 1}
     assert gold(spark, lakehouse).filter("kind = 'summary'").isEmpty()
+
+
+def test_questions_only_summaries_give_one_vector_a_question_and_match_the_whole_section(
+        spark, lakehouse, landing, tmp_path):
+    put(landing, "outline.pdf", "pdflatex-outline.pdf")
+    ingest_bronze(spark, lakehouse, str(landing), Settings().bronze)
+    run_silver(spark, lakehouse, Settings(), "sail")
+    questions = ["Who keeps the quokka ledger?", "Where is the lighthouse logbook stored?"]
+    with ScriptedServer([(200, json.dumps({"questions": questions}))]) as server:
+        settings = served_settings(server, max_sections=1, fields=("questions",))
+        settings = dataclasses.replace(settings, gold=dataclasses.replace(settings.gold, questions=True))
+        run_summaries(spark, lakehouse, settings)
+        request = server.requests[0]["body"]
+    # the prompt and the schema ask for the questions alone, and the row's key says so
+    assert request["messages"][1]["content"].endswith(
+        'Return JSON with keys: "questions" (1-3 questions this section answers, each ending with "?").')
+    assert request["response_format"]["json_schema"]["schema"]["required"] == ["questions"]
+    summary = spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).first()
+    assert (summary.prompt_version, summary.summary, summary.questions) == ("v1+questions", None, questions)
+
+    chunks = spark.table(lakehouse.table(SILVER_CHUNKS.name)).filter("strategy = 'section'").count()
+    assert run_gold(spark, lakehouse, settings).embedded == {MODEL: chunks + 2}  # no summary vector
+    rows = gold(spark, lakehouse).filter("kind = 'question'").orderBy("item_id").collect()
+    assert [(r.item_id, r.section_id) for r in rows] == [
+        (f"{summary.summary_id}:question:{n}", summary.section_id) for n in (0, 1)]
+    np.testing.assert_allclose(rows[1].vector, torch_encode(MODEL, [questions[1]], 1)[0], rtol=1e-4, atol=1e-5)
+
+    folder = build_index(spark, lakehouse, settings, tmp_path / "indexes").folder
+    hits = Retriever(folder, RetrievalSettings(reranker="none")).search("lighthouse logbook", k=1, mode="bm25")
+    section = spark.table(lakehouse.table(SILVER_SECTIONS.name)).filter(
+        F.col("section_id") == summary.section_id).first()
+    assert [(h.kind, h.text, h.section_id, h.section_text) for h in hits] == [
+        ("question", questions[1], section.section_id, section.text)]

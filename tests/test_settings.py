@@ -27,6 +27,7 @@ def test_override(tmp_path):
         ("bronze:\n  max_file_bytes: true\n", "bronze.max_file_bytes: expected int"),
         ("bronze: 3\n", "bronze: expected a mapping"),
         ("retrieval:\n  graph_edges: [links]\n", "retrieval.graph_edges: ['links'] are not edge kinds"),
+        ("summaries:\n  fields: [questions, abstract]\n", "summaries.fields: ['questions', 'abstract'] must be"),
         ("retrieval:\n  backend: vector_search\n  vector_search_endpoint: e\nchain:\n  follow_links: 1\n",
          "chain.follow_links needs retrieval.backend: local"),
     ],

@@ -151,3 +151,11 @@ def test_a_long_section_is_summarised_from_its_chunks(spark, lakehouse, landing,
     assert run.data.params["model"] == "openai:test-model"
     assert run.data.metrics == {"sections_ok": 1, "sections_failed": 0, "sections_removed": 0,
                                 "sections_waiting": 2, "prompt_tokens": 21 * calls, "completion_tokens": 4 * calls}
+
+
+def test_questions_only_output_is_parsed_without_the_other_fields():
+    metadata = parse_metadata(json.dumps({"questions": ["How do I add bookmarks to a PDF?"]}), ("questions",))
+    assert (metadata.summary, metadata.title, metadata.keywords, metadata.questions) == (
+        None, None, None, ["How do I add bookmarks to a PDF?"])
+    with pytest.raises(MalformedOutput, match=r"missing keys \['questions'\]"):
+        parse_metadata(json.dumps({"summary": GOOD["summary"]}), ("questions",))

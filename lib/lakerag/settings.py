@@ -111,6 +111,10 @@ class GoldSettings:
     # Also embed the ok rows of silver_section_summaries (for llm.* and summaries.prompt_version)
     # as kind `summary`: a query can match a section's summary and get the whole section.
     summaries: bool = True
+    # Also embed each question of those rows as kind `question` (doc2query): a query worded like
+    # a question the section answers matches it, and gets the whole section. Off: the 0.5B
+    # model's questions lowered every set (bench/doc2query.py, docs/benchmarks.md).
+    questions: bool = False
     # What a chunk's vectors and its BM25 entry are made of: its document's title and its
     # section's heading path on a first line, then the chunk's text (false: the text alone).
     # The prompt and citations always show the text alone.
@@ -209,9 +213,16 @@ SUMMARY_SYSTEM_PROMPT = (
 )
 SUMMARY_USER_PROMPT = (
     'Document section "{heading_path}":\n"""\n{text}\n"""\n\n'
-    'Return JSON with keys: "summary" (2-4 sentences), "title" (a short title), "keywords" (3-8 '
-    'strings), "questions" (1-3 questions this section answers, each ending with "?").'
+    'Return JSON with keys: {keys}.'
 )
+# What the summaries prompt asks for, field by field ({keys} of user_prompt: those of
+# summaries.fields, in this order).
+SUMMARY_FIELDS = {
+    "summary": '"summary" (2-4 sentences)',
+    "title": '"title" (a short title)',
+    "keywords": '"keywords" (3-8 strings)',
+    "questions": '"questions" (1-3 questions this section answers, each ending with "?")',
+}
 
 CHUNK_SUMMARY_PROMPT = (
     'Part of the document section "{heading_path}":\n"""\n{text}\n"""\n\n'
@@ -225,7 +236,11 @@ class SummarySettings:
 
     prompt_version: str = "v1"  # part of the key: change it with the prompts to recompute
     system_prompt: str = SUMMARY_SYSTEM_PROMPT
-    user_prompt: str = SUMMARY_USER_PROMPT  # {heading_path}, {title} and {text} are filled in
+    # {heading_path}, {title}, {text} and {keys} (what `fields` asks for) are filled in
+    user_prompt: str = SUMMARY_USER_PROMPT
+    # What the model writes for each section: all four, or only "questions" (doc2query: the
+    # questions are embedded one by one, gold.questions), for about half the output tokens.
+    fields: tuple = tuple(SUMMARY_FIELDS)
     # Budget: a local CPU model writes about 6-10 tokens/s, so only some sections qualify.
     min_chars: int = 400  # shorter sections are their own summary
     levels: tuple = ()  # heading levels that qualify; empty = all
@@ -237,13 +252,24 @@ class SummarySettings:
     chunk_prompt: str = CHUNK_SUMMARY_PROMPT  # {heading_path} and {text} are filled in
     chunk_max_new_tokens: int = 80
     max_chunks: int = 12  # chunks summarised per long section; the rest are left out
-    max_new_tokens: int = 320  # the longest object METADATA_SCHEMA allows fits
+    max_new_tokens: int = 320  # the longest object the summaries schema allows fits
     retries: int = 1  # after malformed output, ask again once, then record a failure
 
     def __post_init__(self) -> None:
         if self.chunk_strategy not in CHUNK_STRATEGIES:
             raise SettingsError(f"summaries.chunk_strategy: {self.chunk_strategy!r} must be one of "
                                 f"{list(CHUNK_STRATEGIES)}")
+        if not self.fields or not set(self.fields) <= set(SUMMARY_FIELDS) or len(set(self.fields)) != len(self.fields):
+            raise SettingsError(f"summaries.fields: {list(self.fields)} must be a non-empty list of distinct "
+                                f"names from {list(SUMMARY_FIELDS)}")
+
+    @property
+    def version(self) -> str:
+        """What a row is keyed by: prompt_version, and the fields when they are not all four
+        (so asking for other fields recomputes without a version bump)."""
+        if set(self.fields) == set(SUMMARY_FIELDS):
+            return self.prompt_version
+        return "+".join((self.prompt_version, *[name for name in SUMMARY_FIELDS if name in self.fields]))
 
 
 LLM_BACKENDS = ("llamacpp", "transformers", "openai", "databricks")

@@ -1,5 +1,5 @@
 """Gold: silver chunks and section summaries -> gold_embeddings, one L2-normalised vector per
-(item, model); kind `chunk` or `summary`.
+(item, model); kind `chunk`, `summary` or `question` (each question a summary row holds).
 
 Incremental: only chunks without a vector from the current model version are embedded;
 vectors of chunks that left silver (their document was superseded or deleted, or a chunking
@@ -29,6 +29,7 @@ from lakerag.lakehouse.tables import (
     SILVER_DOCUMENTS,
     SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
+    QUESTION,
     SUMMARY,
     merge_into,
     sync_column,
@@ -79,15 +80,24 @@ def embedding_models(settings: Settings) -> list[str]:
 
 
 def summary_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) -> DataFrame:
-    """The ok summaries of llm.* at summaries.prompt_version whose section is still in silver, as
-    items; the text embedded is title, summary and the questions the section answers."""
+    """Items from the ok summaries of llm.* at summaries' version whose section is still in
+    silver: with gold.summaries one of kind `summary` a row that has a summary (title, summary
+    and questions in one text), with gold.questions one of kind `question` for each question
+    (doc2query: a question a reader might ask, matched on its own)."""
     summaries = (spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name))
                  .filter((F.col("status") == "ok") & (F.col("model") == model_key(settings))
-                         & (F.col("prompt_version") == settings.summaries.prompt_version)))
-    return (summaries.join(spark.table(lakehouse.table(SILVER_SECTIONS.name)).select("section_id"), "section_id")
-            .select(F.col("summary_id").alias("item_id"), F.lit(SUMMARY).alias("kind"), "doc_id", "section_id",
-                    F.lit(SUMMARY).alias("strategy"),
-                    summary_text().alias("text")))
+                         & (F.col("prompt_version") == settings.summaries.version))
+                 .join(spark.table(lakehouse.table(SILVER_SECTIONS.name)).select("section_id"), "section_id"))
+    whole = (summaries.filter(F.col("summary").isNotNull())
+             .select(F.col("summary_id").alias("item_id"), F.lit(SUMMARY).alias("kind"), "doc_id", "section_id",
+                     F.lit(SUMMARY).alias("strategy"), summary_text().alias("text")))
+    questions = (summaries.select("summary_id", "doc_id", "section_id", F.posexplode("questions").alias("n", "text"))
+                 .select(F.concat_ws(":", "summary_id", F.lit(QUESTION), F.col("n").cast("string")).alias("item_id"),
+                         F.lit(QUESTION).alias("kind"), "doc_id", "section_id", F.lit(QUESTION).alias("strategy"),
+                         "text"))
+    if settings.gold.summaries and settings.gold.questions:
+        return whole.unionByName(questions)
+    return whole if settings.gold.summaries else questions
 
 
 def indexed_text(contextual: bool) -> Column:
@@ -115,7 +125,7 @@ def gold_items(spark: SparkSession, lakehouse: Lakehouse, settings: Settings) ->
              .filter(F.col("strategy").isin(*settings.gold.strategies))
              .select(F.col("chunk_id").alias("item_id"), F.lit("chunk").alias("kind"), "doc_id",
                      "section_id", "strategy", indexed_text(settings.gold.contextual_text).alias("text")))
-    if settings.gold.summaries:
+    if settings.gold.summaries or settings.gold.questions:
         items = items.unionByName(summary_items(spark, lakehouse, settings))
     return items
 

@@ -12,16 +12,15 @@ import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
-from lakerag.enrich.embeddings import indexed_text
-from lakerag.enrich.summaries import summary_text
+from lakerag.enrich.embeddings import indexed_text, summary_items
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.lakehouse.tables import (
     GOLD_EMBEDDINGS,
     SILVER_CHUNKS,
     SILVER_DOCUMENTS,
     SILVER_SECTION_LINKS,
-    SILVER_SECTION_SUMMARIES,
     SILVER_SECTIONS,
+    QUESTION,
     SUMMARY,
 )
 from lakerag.retrieval.index_files import INDEX_FORMAT, MANIFEST, index_name, write_index
@@ -40,16 +39,15 @@ def table_version(spark: SparkSession, lakehouse: Lakehouse, name: str) -> int:
     return int(spark.sql(f"DESCRIBE HISTORY {lakehouse.table(name)} LIMIT 1").first()["version"])
 
 
-def summary_rows(spark: SparkSession, lakehouse: Lakehouse, vectors_of: DataFrame, chunk_rows: DataFrame) -> DataFrame:
-    """Summary vectors as index rows shaped like chunk rows: the summary text, the section's
-    pages and heading path, the tags of its document's chunks (chunk_index -1)."""
-    summaries = spark.table(lakehouse.table(SILVER_SECTION_SUMMARIES.name)).select(
-        F.col("summary_id").alias("chunk_id"),
-        summary_text().alias("text"))
+def summary_rows(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, vectors_of: DataFrame,
+                 chunk_rows: DataFrame) -> DataFrame:
+    """Summary and question vectors as index rows shaped like chunk rows: the text gold embedded,
+    the section's pages and heading path, the tags of its document's chunks (chunk_index -1)."""
+    summaries = summary_items(spark, lakehouse, settings).select(F.col("item_id").alias("chunk_id"), "text")
     sections = spark.table(lakehouse.table(SILVER_SECTIONS.name)).select(
         "section_id", "doc_id", "page_start", "page_end", "heading_path")
     tags = chunk_rows.groupBy("doc_id").agg(F.first("tags").alias("tags"))
-    return (vectors_of.filter(F.col("kind") == SUMMARY).drop("strategy")
+    return (vectors_of.filter(F.col("kind").isin(SUMMARY, QUESTION)).drop("strategy")
             .join(summaries, "chunk_id")
             .join(sections, "section_id")
             .join(tags, "doc_id")
@@ -101,10 +99,11 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
                                                                           "chunk_kind", "bbox")
     chunk_rows = (vectors_of.filter(F.col("strategy") == strategy).drop("strategy", "section_id")
                   .join(silver_chunks, "chunk_id"))
-    # BM25 indexes what gold embedded: the chunk with its title and heading path, a summary as is.
-    chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, vectors_of, chunk_rows))
+    # BM25 indexes what gold embedded: the chunk with its title and heading path, a summary or a
+    # question as is.
+    chunks = (chunk_rows.unionByName(summary_rows(spark, lakehouse, settings, vectors_of, chunk_rows))
               .join(documents, "doc_id")
-              .withColumn("indexed_text", F.when(F.col("kind") == SUMMARY, F.col("text"))
+              .withColumn("indexed_text", F.when(F.col("kind").isin(SUMMARY, QUESTION), F.col("text"))
                           .otherwise(indexed_text(settings.gold.contextual_text)))
               .orderBy("chunk_id")
               .toPandas())

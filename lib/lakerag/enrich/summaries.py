@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lakerag.ingest.parse_pool import content_id
 from lakerag.lakehouse.engine import Lakehouse
 from lakerag.chain.llm import LLM, LLMError, MalformedOutput, Messages, json_in, make_llm, model_key
-from lakerag.settings import Settings, SummarySettings
+from lakerag.settings import SUMMARY_FIELDS, Settings, SummarySettings
 from lakerag.lakehouse.tables import SILVER_CHUNKS, SILVER_SECTION_SUMMARIES, SILVER_SECTIONS, merge_into
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SectionMetadata:
-    """Validated model output for one section."""
+    """Validated model output for one section (None: a field summaries.fields did not ask for)."""
 
-    summary: str
-    title: str
-    keywords: list[str]
-    questions: list[str]
+    summary: str | None
+    title: str | None
+    keywords: list[str] | None
+    questions: list[str] | None
 
 
 def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
@@ -50,7 +50,7 @@ def _strings(value: Any, name: str, low: int, high: int) -> list[str]:
 # under 300 tokens) fits summaries.max_new_tokens: a grammar fixes the shape of the output, not its
 # length, and JSON cut off by the token limit is malformed (seen: a 0.5B model repeated keywords
 # until the limit).
-METADATA_SCHEMA = {
+_SCHEMA = {
     "type": "object",
     "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 500},
                    "title": {"type": "string", "minLength": 1, "maxLength": 80},
@@ -59,31 +59,40 @@ METADATA_SCHEMA = {
                    # one line ending in "?" (parse_metadata refuses anything else)
                    "questions": {"type": "array", "items": {"type": "string", "pattern": "^[^\\n]{4,118}[?]$"},
                                  "minItems": 1, "maxItems": 3}},
-    "required": ["summary", "title", "keywords", "questions"],
 }
 
 
-def parse_metadata(text: str) -> SectionMetadata:
-    """Model output -> validated metadata; raises MalformedOutput saying what is wrong."""
+def metadata_schema(fields: tuple = tuple(SUMMARY_FIELDS)) -> dict:
+    """The JSON schema of an answer holding `fields` (summaries.fields)."""
+    return {"type": "object", "properties": {name: _SCHEMA["properties"][name] for name in fields},
+            "required": list(fields)}
+
+
+def parse_metadata(text: str, fields: tuple = tuple(SUMMARY_FIELDS)) -> SectionMetadata:
+    """Model output -> validated metadata of `fields`; raises MalformedOutput saying what is wrong."""
     data = json_in(text, dict)
-    missing = sorted({"summary", "title", "keywords", "questions"} - set(data))
+    missing = sorted(set(fields) - set(data))
     if missing:
         raise MalformedOutput(f"missing keys {missing}")
-    summary, title = data["summary"], data["title"]
-    if not isinstance(summary, str) or not 20 <= len(summary.strip()) <= 1500:
+    summary, title, keywords, questions = (data.get(name) if name in fields else None for name in SUMMARY_FIELDS)
+    if "summary" in fields and (not isinstance(summary, str) or not 20 <= len(summary.strip()) <= 1500):
         raise MalformedOutput('"summary" must be a string of 20 to 1500 characters')
-    if not isinstance(title, str) or not 1 <= len(title.strip()) <= 200:
+    if "title" in fields and (not isinstance(title, str) or not 1 <= len(title.strip()) <= 200):
         raise MalformedOutput('"title" must be a string of 1 to 200 characters')
-    questions = _strings(data["questions"], "questions", 1, 5)
-    if not all(question.endswith("?") for question in questions):
-        raise MalformedOutput('every entry of "questions" must end with "?"')
-    return SectionMetadata(summary.strip(), title.strip(), _strings(data["keywords"], "keywords", 1, 12), questions)
+    if "questions" in fields:
+        questions = _strings(questions, "questions", 1, 5)
+        if not all(question.endswith("?") for question in questions):
+            raise MalformedOutput('every entry of "questions" must end with "?"')
+    return SectionMetadata(summary.strip() if summary is not None else None,
+                           title.strip() if title is not None else None,
+                           _strings(keywords, "keywords", 1, 12) if "keywords" in fields else None, questions)
 
 
 def summary_messages(settings: SummarySettings, section: dict[str, Any], text: str) -> Messages:
     """The chat messages that ask for one section's summary and metadata, given its `text`."""
+    keys = ", ".join(SUMMARY_FIELDS[name] for name in SUMMARY_FIELDS if name in settings.fields)
     user = settings.user_prompt.format(heading_path=" > ".join(section["heading_path"]), title=section["title"],
-                                       text=text[: settings.max_input_chars])
+                                       text=text[: settings.max_input_chars], keys=keys)
     return [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": user}]
 
 
@@ -125,11 +134,11 @@ def summarize_section(llm: LLM, settings: SummarySettings, section: dict[str, An
     usage = _Usage()
     try:
         messages = summary_messages(settings, section, section_input(llm, settings, section, usage))
-        error = ""
+        error, schema = "", metadata_schema(settings.fields)
         for _ in range(1 + settings.retries):
-            text = usage.add(llm.chat(messages, max_tokens=settings.max_new_tokens, schema=METADATA_SCHEMA))
+            text = usage.add(llm.chat(messages, max_tokens=settings.max_new_tokens, schema=schema))
             try:
-                metadata = parse_metadata(text)
+                metadata = parse_metadata(text, settings.fields)
             except MalformedOutput as err:
                 error = f"malformed output: {err}"
                 messages = messages + [
@@ -176,7 +185,7 @@ class SummaryReport:
 def run_params(settings: Settings) -> dict[str, Any]:
     """What a summaries run is keyed and budgeted by, for MLflow (no secrets: keys stay in env)."""
     config = settings.summaries
-    return {"model": model_key(settings), "prompt_version": config.prompt_version,
+    return {"model": model_key(settings), "prompt_version": config.version,
             "max_sections": config.max_sections, "min_chars": config.min_chars,
             "max_input_chars": config.max_input_chars, "chunk_strategy": config.chunk_strategy,
             "max_chunks": config.max_chunks, "max_new_tokens": config.max_new_tokens}
@@ -217,13 +226,13 @@ def run_summaries(spark: SparkSession, lakehouse: Lakehouse, settings: Settings,
     mine = spark.table(table).filter(F.col("model") == model)
     report = SummaryReport()
     stale = (mine.join(sections.select("section_id"), "section_id", "left_anti")
-             .unionByName(mine.filter(F.col("prompt_version") != config.prompt_version))
+             .unionByName(mine.filter(F.col("prompt_version") != config.version))
              .select(*SILVER_SECTION_SUMMARIES.key).distinct())
     report.removed = stale.count()
     if report.removed:
         merge_into(spark, table, stale, SILVER_SECTION_SUMMARIES.key, matched="DELETE", insert=False)
     todo = qualifying_sections(
-        sections.join(mine.filter(F.col("prompt_version") == config.prompt_version).select("section_id"),
+        sections.join(mine.filter(F.col("prompt_version") == config.version).select("section_id"),
                       "section_id", "left_anti"), config)
     waiting = todo.count()
     batch = [row.asDict() for row in (todo.limit(config.max_sections) if config.max_sections else todo).collect()]
@@ -237,8 +246,8 @@ def run_summaries(spark: SparkSession, lakehouse: Lakehouse, settings: Settings,
     for section in tqdm(batch, desc="summaries", unit="section", disable=None):
         outcome = summarize_section(llm, config, section)
         rows.append({
-            "section_id": section["section_id"], "model": model, "prompt_version": config.prompt_version,
-            "summary_id": content_id(section["section_id"], model, config.prompt_version),
+            "section_id": section["section_id"], "model": model, "prompt_version": config.version,
+            "summary_id": content_id(section["section_id"], model, config.version),
             "doc_id": section["doc_id"], "summary": None, "title": None, "keywords": None, "questions": None,
             "error": None, "created_at": run_time, **outcome,
         })

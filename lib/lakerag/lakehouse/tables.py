@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 # older version of a file still present is `superseded`; a file gone from landing is `deleted`
 # (a tombstone that later layers honour). Rows are never removed.
 ACTIVE, SUPERSEDED, DELETED = "active", "superseded", "deleted"
-# gold_embeddings kind (and strategy) of a section summary's vector; chunks have kind "chunk".
-SUMMARY = "summary"
+# gold_embeddings kind (and strategy) of a section summary's vector, and of one question the
+# LLM wrote for a section (doc2query); chunks have kind "chunk".
+SUMMARY, QUESTION = "summary", "question"
 
 
 def _field(name: str, data_type: DataType, nullable: bool, comment: str) -> StructField:
@@ -268,7 +269,7 @@ SILVER_SECTION_SUMMARIES = TableSpec(
     schema=StructType([
         _field("section_id", StringType(), False, "the summarised silver section"),
         _field("model", StringType(), False, "backend:model that wrote it"),
-        _field("prompt_version", StringType(), False, "summaries.prompt_version of the prompts used"),
+        _field("prompt_version", StringType(), False, "summaries.prompt_version of the prompts used, + the fields when not all"),
         _field("summary_id", StringType(), False, "hash of section id, model, prompt version"),
         _field("doc_id", StringType(), False, "bronze doc_id"),
         _field("status", StringType(), False, "ok | failed (malformed output after the retries, or a backend error)"),

@@ -5,7 +5,7 @@ rank fusion), metadata filters applied inside each retriever, an optional rerank
 (cosine rescoring with a larger bi-encoder, or a CrossEncoder from a folder, blended with the
 first stage's score), optionally the sections the best hits link to (`retrieval.graph`), and
 parent expansion: hits are grouped by section and carry the whole section text for the prompt,
-whether a chunk of the section or its LLM summary matched.
+whether a chunk of the section, its LLM summary or a question the LLM wrote for it matched.
 """
 from __future__ import annotations
 
@@ -132,9 +132,9 @@ class Hit:
     page_start: int
     page_end: int
     score: float
-    text: str  # the matching chunk, or the section's summary
+    text: str  # the matching chunk, or the section's summary or generated question
     section_text: str  # the whole section, for the prompt
-    kind: str = "chunk"  # what matched: chunk | summary
+    kind: str = "chunk"  # what matched: chunk | summary | question
     scores: dict[str, float] = field(default_factory=dict)
     relevance: float = 0.0  # cosine of the query and the matching chunk (index embedding model)
     paragraph_pages: list[int] = field(default_factory=list)  # page of each paragraph of section_text
