@@ -20,6 +20,9 @@ recall@5 (ranx) and the p50 of a search; writes bench/results/retrieval_quality.
 
     .venv/bin/python bench/retrieval_quality.py
     .venv/bin/python bench/retrieval_quality.py --files debian-faq.pdf --variants plain   # one PDF
+    .venv/bin/python bench/retrieval_quality.py --variants context withheld \
+        --embedding all-mpnet-base-v2 --rerank-model all-MiniLM-L6-v2 --result retrieval_quality_mpnet
+(--embedding/--rerank-model swap the models; the printed "mpnet" labels then mean the rescoring model.)
 """
 from __future__ import annotations
 
@@ -105,9 +108,14 @@ def main() -> None:
     parser.add_argument("--files", nargs="+", default=MANUALS, help="PDFs of data/corpus to index")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--result", default="retrieval_quality", help="name of the result file in bench/results")
+    parser.add_argument("--embedding", help="first-stage model (models.embedding; default from conf)")
+    parser.add_argument("--rerank-model", help="rescoring model (models.rerank; default from conf)")
     args = parser.parse_args()
     base = Settings()
-    results: dict = {"files": args.files, "variants": {}}
+    base = dataclasses.replace(base, models=dataclasses.replace(
+        base.models, embedding=args.embedding or base.models.embedding, rerank=args.rerank_model or base.models.rerank))
+    results: dict = {"files": args.files, "embedding": base.models.embedding, "rerank_model": base.models.rerank,
+                     "variants": {}}
     with tempfile.TemporaryDirectory() as root:
         with silver_lakehouse(Path(root), base, args.files) as (spark, lakehouse):
             faq, generated, test, counts = question_sets(spark, lakehouse)
