@@ -15,7 +15,8 @@ Question sets, each question with one relevant section:
              written from the body, so no mode withholds anything from them
 Configurations (query time, same index): the retrievers alone, the pre-issue-18 defaults
 (equal reciprocal rank fusion, mpnet rescoring alone), and the weighted/normalised fusions and
-blended rescoring of retrieval.* with a sweep of bm25_weight. Prints nDCG@10, recall@1,
+blended rescoring of retrieval.* with sweeps of bm25_weight, rerank_candidates and
+rerank_first_stage_weight. Prints nDCG@10, recall@1,
 recall@5 (ranx) and the p50 of a search; writes bench/results/retrieval_quality.json.
 
     .venv/bin/python bench/retrieval_quality.py
@@ -62,6 +63,11 @@ CONFIGS: dict[str, tuple[str, bool, dict]] = {
     **{f"hybrid zscore bm25 {w}": ("hybrid", False, {"bm25_weight": w}) for w in (0.1, 0.3, 0.5, 1.0)},
     "hybrid zscore bm25 0.3 + rescore mpnet alone": ("hybrid", True, {"rerank_first_stage_weight": 0.0}),
     **{f"hybrid zscore bm25 {w} + rescore blended": ("hybrid", True, {"bm25_weight": w}) for w in (0.1, 0.3, 0.5, 1.0)},
+    # the default's other two knobs: how many candidates are rescored, and the first stage's weight
+    **{f"hybrid zscore bm25 0.3 + rescore blended top {n}": ("hybrid", True, {"rerank_candidates": n})
+       for n in (10, 30, 50)},
+    **{f"hybrid zscore bm25 0.3 + rescore blended first stage {w}": ("hybrid", True, {"rerank_first_stage_weight": w})
+       for w in (0.5, 2.0)},
 }
 
 
@@ -141,7 +147,7 @@ def main() -> None:
                                           settings.models.rerank)
                     table[name] = {set_name: measure(retriever, questions, mode, rerank)
                                    for set_name, questions in sets.items() if questions}
-                    print(f"{variant:<8} {name:<58} " + "   ".join(
+                    print(f"{variant:<8} {name:<64} " + "   ".join(
                         f"{set_name} " + " ".join(f"{value}" for value in figures.values())
                         for set_name, figures in table[name].items()), flush=True)
                 results["variants"][variant] = {"gold_and_index_s": round(build_s, 1),
