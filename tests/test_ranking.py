@@ -19,9 +19,9 @@ MINILM, MPNET = "all-MiniLM-L6-v2", "all-mpnet-base-v2"
 
 def tiny_index(folder: Path, texts: list[str], vectors: np.ndarray, doc_ids: list[str] | None = None,
                rerank: np.ndarray | None = None, groups: list[list[str]] | None = None,
-               links: list[tuple[int, int, str, str]] = ()) -> Path:
+               links: list[tuple[int, int, str, str]] = (), stemmer: str = "") -> Path:
     """An index folder of one chunk per text (section s<i>, document doc_ids[i], readable by
-    groups[i], default users), with section links (from i, to j, kind, text)."""
+    groups[i], default users), with section links (from i, to j, kind, text), BM25 stemmed by `stemmer`."""
     n = len(texts)
     doc_ids = doc_ids or ["d1"] * n
     chunks = pd.DataFrame({
@@ -35,7 +35,7 @@ def tiny_index(folder: Path, texts: list[str], vectors: np.ndarray, doc_ids: lis
     edges = pd.DataFrame([(f"s{i}", f"s{j}", kind, text) for i, j, kind, text in links],
                          columns=["from_section_id", "to_section_id", "kind", "text"])
     manifest = {"format": 6, "model": MINILM, "strategy": "section", "vectors": n,
-                "rerank_model": MPNET if rerank is not None else None}
+                "rerank_model": MPNET if rerank is not None else None, "bm25_stemmer": stemmer}
     return write_index(folder, chunks, vectors.astype(np.float32), sections, manifest, 1000, rerank, edges)
 
 
@@ -72,6 +72,14 @@ def test_zscores_are_distances_from_the_mean_in_standard_deviations():
 ])
 def test_zscore_fusion_ranks_a_bm25_only_chunk_where_its_weight_says(abc, bm25_weight, expected):
     assert fused_order(abc, fusion="zscore", bm25_weight=bm25_weight) == expected
+
+
+@pytest.mark.parametrize(("stemmer", "expected"), [("english", [1, 0]), ("", [])])
+def test_a_stemmed_bm25_index_matches_other_forms_of_a_word(tmp_path, stemmer, expected):
+    # "installing packages" shares no word with either text, but stems: "packag" with both
+    # (c1 also "instal"), and the index's manifest tells the retriever to stem the query too.
+    folder = tiny_index(tmp_path / stemmer, ["a package list", "install the package"], VECTORS[:2], stemmer=stemmer)
+    assert [row for row, _ in Retriever(folder).bm25_ranking("installing packages", 2, None)] == expected
 
 
 def test_weighted_rrf_follows_its_weights(abc):

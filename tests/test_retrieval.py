@@ -37,6 +37,12 @@ def test_index_records_its_gold_version_and_is_built_once(spark, built):
     assert manifest["vectors"] == report.vectors > 100 and manifest["dense"] == "flat"
     again = build_index(spark, lakehouse, Settings(), root)
     assert not again.built and again.folder == report.folder
+    # another BM25 stemmer makes another BM25 index: the same gold version is built again (and back)
+    assert manifest["bm25_stemmer"] == "english"
+    for stemmer in ("", "english"):
+        settings = Settings(retrieval=dataclasses.replace(Settings().retrieval, bm25_stemmer=stemmer))
+        assert build_index(spark, lakehouse, settings, root).built
+        assert json.loads((report.folder / "manifest.json").read_text())["bm25_stemmer"] == stemmer
 
 
 def test_bm25_puts_the_section_with_the_words_first(retriever):

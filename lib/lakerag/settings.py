@@ -148,6 +148,9 @@ class RetrievalSettings:
     dense_weight: float = 1.0
     bm25_weight: float = 0.3
     rrf_k: int = 60  # reciprocal rank fusion constant
+    # Snowball stemmer (PyStemmer) of the BM25 index and its queries, so "installing" matches
+    # "install"; "" = none. Recorded in the index manifest; changing it rebuilds the index.
+    bm25_stemmer: str = "english"
     # none | rescore (cosine with models.rerank over the top candidates) | cross-encoder
     reranker: str = "rescore"
     rerank_candidates: int = 20

@@ -87,10 +87,12 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
     folder = Path(root) / index_name(model, strategy) / f"v{gold_version}"
     if (folder / MANIFEST).is_file():
         built = json.loads((folder / MANIFEST).read_text())
-        if built.get("format") == INDEX_FORMAT:
+        stemmer = settings.retrieval.bm25_stemmer
+        if built.get("format") == INDEX_FORMAT and built.get("bm25_stemmer", "") == stemmer:
             log.info("index for gold version %d already built: %s", gold_version, folder)
             return IndexReport(folder, False, built["vectors"])
-        log.info("index at %s has format %s, rebuilding it in format %d", folder, built.get("format"), INDEX_FORMAT)
+        log.info("index at %s has format %s and BM25 stemmer %r, rebuilding it in format %d with %r", folder,
+                 built.get("format"), built.get("bm25_stemmer", ""), INDEX_FORMAT, stemmer)
     gold = spark.table(lakehouse.table(GOLD_EMBEDDINGS.name))
     documents = spark.table(lakehouse.table(SILVER_DOCUMENTS.name)).select("doc_id", "title", "file_name")
     vectors_of = gold.filter(F.col("model_name") == model).select(F.col("item_id").alias("chunk_id"), "kind",
@@ -142,6 +144,7 @@ def build_index(spark: SparkSession, lakehouse: Lakehouse, settings: Settings, r
         "links": len(links),
         "dense": "flat" if len(chunks) < settings.retrieval.exact_below else "hnsw",
         "rerank_model": settings.models.rerank if rerank is not None else None,
+        "bm25_stemmer": settings.retrieval.bm25_stemmer,
         "built_at": datetime.now(timezone.utc).isoformat(),
     }
     log.info("building index of %d vectors at %s", len(chunks), folder)

@@ -8,7 +8,8 @@ groups allowed to read its document), `sections.parquet` (full section text and 
 `links.parquet` (the resolved silver_section_links between indexed sections: from, to, kind, text,
 page, each section's in page order, for graph retrieval), optionally
 `rerank.npy` (stored vectors of the reranking model, aligned with chunks), and `manifest.json`
-recording the gold table version it came from. Built once per gold version: re-running the
+recording the gold table version it came from and the BM25 stemmer (`bm25_stemmer`, which the
+retriever then applies to queries). Built once per gold version: re-running the
 build over an unchanged gold table does nothing.
 """
 from __future__ import annotations
@@ -17,9 +18,11 @@ import json
 import logging
 import re
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import bm25s
+import Stemmer
 import faiss
 import numpy as np
 import pandas as pd
@@ -35,9 +38,20 @@ MANIFEST = "manifest.json"
 LINKS = "links.parquet"
 
 
-def bm25_tokens(texts: list[str]) -> list[list[str]]:
-    """Lower-cased word tokens without English stop words (the same for corpus and queries)."""
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+@lru_cache(maxsize=4)
+def _stemmer(language: str) -> Stemmer.Stemmer:
+    """PyStemmer's Snowball stemmer for `language` (one per process: it keeps a word cache)."""
+    if language not in Stemmer.algorithms():
+        raise ValueError(f"retrieval.bm25_stemmer: {language!r} is not a Snowball stemmer; use \"\" (none) or one "
+                         f"of {', '.join(Stemmer.algorithms())}")
+    return Stemmer.Stemmer(language)
+
+
+def bm25_tokens(texts: list[str], stemmer: str = "") -> list[list[str]]:
+    """Lower-cased word tokens without English stop words, Snowball-stemmed in `stemmer`'s
+    language ("" = not stemmed); an index and its queries must use the same stemmer."""
+    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(stemmer) if stemmer else None,
+                          return_ids=False, show_progress=False)
 
 
 def dense_index(vectors: np.ndarray, exact_below: int) -> faiss.Index:
@@ -63,7 +77,7 @@ def write_index(
     scratch.mkdir(parents=True)
     faiss.write_index(dense_index(vectors, exact_below), str(scratch / "dense.faiss"))
     sparse = bm25s.BM25()
-    sparse.index(bm25_tokens(chunks["indexed_text"].tolist()), show_progress=False)
+    sparse.index(bm25_tokens(chunks["indexed_text"].tolist(), manifest.get("bm25_stemmer", "")), show_progress=False)
     sparse.save(str(scratch / "bm25"))
     chunks.to_parquet(scratch / "chunks.parquet", index=False)
     sections.to_parquet(scratch / "sections.parquet", index=False)
