@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import shutil
-from functools import lru_cache
+import threading
 from pathlib import Path
 
 import bm25s
@@ -36,15 +36,19 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step
 INDEX_FORMAT = 6
 MANIFEST = "manifest.json"
 LINKS = "links.parquet"
+_per_thread = threading.local()
 
 
-@lru_cache(maxsize=4)
 def _stemmer(language: str) -> Stemmer.Stemmer:
-    """PyStemmer's Snowball stemmer for `language` (one per process: it keeps a word cache)."""
-    if language not in Stemmer.algorithms():
-        raise ValueError(f"retrieval.bm25_stemmer: {language!r} is not a Snowball stemmer; use \"\" (none) or one "
-                         f"of {', '.join(Stemmer.algorithms())}")
-    return Stemmer.Stemmer(language)
+    """PyStemmer's Snowball stemmer for `language`, one per thread: an instance is not
+    thread-safe, and the served chain searches on several threads (BM25 in its own)."""
+    stemmers = _per_thread.__dict__.setdefault("stemmers", {})
+    if language not in stemmers:
+        if language not in Stemmer.algorithms():
+            raise ValueError(f"retrieval.bm25_stemmer: {language!r} is not a Snowball stemmer; use \"\" (none) or "
+                             f"one of {', '.join(Stemmer.algorithms())}")
+        stemmers[language] = Stemmer.Stemmer(language)
+    return stemmers[language]
 
 
 def bm25_tokens(texts: list[str], stemmer: str = "") -> list[list[str]]:
